@@ -1,0 +1,54 @@
+# One entry point per job. AIRFLOW picks the Airflow version (and its pinned lock in constraints/).
+AIRFLOW ?= 3.3.2
+AIRFLOW_VERSIONS := 3.3.2 2.11.2
+UV_VERSION := 0.13.9
+PYTHON ?= python3
+VENV := .venv/airflow-$(AIRFLOW)
+BIN := $(VENV)/bin
+LOCK := constraints/airflow-$(AIRFLOW).txt
+UV := $(shell command -v uv 2>/dev/null || echo $(PYTHON) -m uv)
+# Tests and the demo use a throw-away Airflow home, never ~/airflow.
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+
+.PHONY: help venv test test-all lint typecheck unit demo lock clean
+
+help:
+	@echo "make test      ruff, mypy and pytest on Airflow $(AIRFLOW) (AIRFLOW=2.11.2 for the other)"
+	@echo "make test-all  the same on every supported Airflow: $(AIRFLOW_VERSIONS)"
+	@echo "make demo      an example DAG end to end against the bundled simulator (no API key)"
+	@echo "make lock      re-pin constraints/ after a dependency change"
+
+$(BIN)/.installed: $(LOCK) pyproject.toml
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install -q "uv==$(UV_VERSION)"
+	$(UV) venv -q --allow-existing --python "$$(command -v $(PYTHON))" $(VENV)
+	VIRTUAL_ENV=$(VENV) $(UV) pip sync -q $(LOCK)
+	VIRTUAL_ENV=$(VENV) $(UV) pip install -q --no-deps -e .
+	@touch $@
+
+venv: $(BIN)/.installed
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck unit
+
+test-all:
+	@set -e; for v in $(AIRFLOW_VERSIONS); do echo "== Airflow $$v"; $(MAKE) --no-print-directory test AIRFLOW=$$v; done
+
+demo: venv
+	$(BIN)/python -m example_dags.run_demo
+
+lock:
+	@set -e; for v in $(AIRFLOW_VERSIONS); do \
+	  $(UV) pip compile -q --python-version 3.11 --extra dev pyproject.toml constraints/airflow-$$v.in \
+	    -o constraints/airflow-$$v.txt --custom-compile-command "make lock"; done
+
+clean:
+	rm -rf .venv build .mypy_cache .ruff_cache .pytest_cache

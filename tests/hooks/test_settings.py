@@ -1,0 +1,108 @@
+"""The one builder from connection to client settings (no request is made here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from airflow_provider_autocalls.exceptions import AutocallsValidationError
+from airflow_provider_autocalls.hooks.autocalls import DEFAULT_BASE_URL, AutocallsHook, build_settings
+
+
+def build(host: str | None = "https://api.example.com/api", extras: Any = None, **overrides: Any) -> Any:
+    return build_settings("c", host, "secret-key", extras or {}, overrides)
+
+
+def test_defaults() -> None:
+    settings = build(host=None)
+    assert (settings.base_url, settings.timeout, settings.rate_limit, settings.max_retries) == (
+        DEFAULT_BASE_URL,
+        30.0,
+        5.0,
+        3,
+    )
+
+
+def test_the_key_never_shows_in_a_repr() -> None:
+    assert "secret-key" not in repr(build())
+    assert build().headers["Authorization"] == "Bearer secret-key"
+
+
+@pytest.mark.parametrize(
+    ("extras", "overrides", "expected"),
+    [
+        ({}, {}, (30.0, 5.0, 3)),
+        ({"timeout": "12", "rate_limit": "2.5", "max_retries": "0"}, {}, (12.0, 2.5, 0)),
+        ({"timeout": 12, "rate_limit": 2}, {"timeout": 4, "rate_limit": 9, "max_retries": 1}, (4.0, 9.0, 1)),
+        ({"timeout": "", "rate_limit": None}, {}, (30.0, 5.0, 3)),  # empty form fields mean "default"
+    ],
+)
+def test_hook_arguments_win_over_connection_extras(
+    extras: dict[str, Any], overrides: dict[str, Any], expected: tuple[float, float, int]
+) -> None:
+    settings = build(extras=extras, **overrides)
+    assert (settings.timeout, settings.rate_limit, settings.max_retries) == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "extras", "field"),
+    [
+        ("app.autocalls.ai/api", {}, "host"),  # no scheme
+        ("ftp://app.autocalls.ai/api", {}, "host"),
+        ("https://", {}, "host"),
+        ("https://user:pw@app.autocalls.ai/api", {}, "host"),
+        ("https://app.autocalls.ai/api?key=1", {}, "host"),
+        ("http://app.autocalls.ai/api", {}, "host"),  # plain http off loopback
+        ("https://a.example/api", {"timeout": "abc"}, "timeout"),
+        ("https://a.example/api", {"timeout": 0}, "timeout"),
+        ("https://a.example/api", {"timeout": "inf"}, "timeout"),
+        ("https://a.example/api", {"rate_limit": "five"}, "rate_limit"),
+        ("https://a.example/api", {"rate_limit": -5}, "rate_limit"),
+        ("https://a.example/api", {"rate_limit": True}, "rate_limit"),
+        ("https://a.example/api", {"max_retries": -1}, "max_retries"),
+        ("https://a.example/api", {"max_retries": "2.5"}, "max_retries"),
+    ],
+)
+def test_bad_connection_fields_are_refused_naming_the_field(
+    host: str, extras: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(AutocallsValidationError) as err:
+        build(host=host, extras=extras)
+    assert err.value.field == field
+    assert "secret-key" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["http://127.0.0.1:8080/api", "http://localhost/api", "http://[::1]:80/api", "http://127.9.9.9/api"],
+)
+def test_plain_http_is_allowed_on_loopback(host: str) -> None:
+    assert build(host=host).base_url == host
+
+
+def test_plain_http_elsewhere_needs_an_explicit_opt_in() -> None:
+    assert build(host="http://sim.internal/api/", extras={"allow_insecure_http": True}).base_url == (
+        "http://sim.internal/api"
+    )
+
+
+def test_a_missing_key_is_refused_before_any_request() -> None:
+    with pytest.raises(AutocallsValidationError, match="^password: connection 'c' has no API key"):
+        build_settings("c", None, None, {}, {})
+
+
+def test_hook_construction_does_no_io() -> None:
+    hook = AutocallsHook("does_not_exist")
+    assert hook.autocalls_conn_id == "does_not_exist"
+    assert "client" not in hook.__dict__
+    assert "settings" not in hook.__dict__
+
+
+def test_connection_form_for_airflow_2() -> None:
+    behaviour = AutocallsHook.get_ui_field_behaviour()
+    assert set(behaviour["hidden_fields"]) == {"schema", "port", "login", "extra"}
+    assert behaviour["relabeling"] == {"host": "Base URL", "password": "API key"}
+    pytest.importorskip("flask_appbuilder")
+    widgets = AutocallsHook.get_connection_form_widgets()
+    assert set(widgets) == {"timeout", "rate_limit", "max_retries", "allow_insecure_http"}
