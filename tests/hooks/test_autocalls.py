@@ -395,13 +395,7 @@ def test_async_session_status_and_retry(hook: AutocallsHook, sim: AutocallsSimul
     sim.customer_message(12, PHONE)
     sim.inject(Fault(endpoint="session_status", status=502))
 
-    async def run() -> dict[str, Any]:
-        try:
-            return await hook.async_get_session_status(12, PHONE)
-        finally:
-            await hook.aclose()
-
-    status = asyncio.run(run())
+    status = asyncio.run(hook.async_get_session_status(12, PHONE))
     assert status["session_status"]["is_open"] is True
     assert [r["status"] for r in sim.requests] == [502, 200]
 
@@ -410,3 +404,17 @@ def test_async_input_is_checked_before_any_request(hook: AutocallsHook, sim: Aut
     with pytest.raises(AutocallsValidationError):
         asyncio.run(hook.async_get_session_status(12, "+1"))
     assert sim.requests == []
+
+
+def test_hooks_on_one_event_loop_share_one_async_client(make_conn: Callable[..., str]) -> None:
+    from airflow_provider_autocalls.hooks._clients import shared_async_client
+
+    conn_id = make_conn()
+
+    async def clients() -> list[object]:
+        hooks = [AutocallsHook(conn_id) for _ in range(3)]
+        return [shared_async_client(await h.async_settings()) for h in hooks]
+
+    first = asyncio.run(clients())
+    assert first[0] is first[1] is first[2]
+    assert asyncio.run(clients())[0] is not first[0]  # another loop gets its own

@@ -56,10 +56,7 @@ def test_hooks_threads_and_event_loops_share_one_pacer(
 
     async def async_calls() -> None:
         hook = AutocallsHook(conn_id)
-        try:
-            await asyncio.gather(*(hook.async_get_session_status(12, PHONE) for _ in range(5)))
-        finally:
-            await hook.aclose()
+        await asyncio.gather(*(hook.async_get_session_status(12, PHONE) for _ in range(5)))
 
     threads = [threading.Thread(target=sync_calls, args=(h,)) for h in hooks]
     threads.append(threading.Thread(target=asyncio.run, args=(async_calls(),)))

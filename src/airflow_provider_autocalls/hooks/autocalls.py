@@ -22,6 +22,7 @@ from airflow_provider_autocalls.hooks._answers import (
     decode_answer,
     transport_failure,
 )
+from airflow_provider_autocalls.hooks._clients import new_client, shared_async_client
 from airflow_provider_autocalls.hooks._pacing import Pacer, pacer_for
 from airflow_provider_autocalls.hooks._retry import retry_policy
 from airflow_provider_autocalls.validation import (
@@ -42,8 +43,6 @@ DEFAULT_BASE_URL: Final = "https://app.autocalls.ai/api"
 DEFAULT_TIMEOUT: Final = 30.0
 DEFAULT_RATE_LIMIT: Final = 5.0
 DEFAULT_MAX_RETRIES: Final = 3
-# Connecting should fail fast even when the answer may take long: a refused connect is safe to retry.
-MAX_CONNECT_TIMEOUT: Final = 10.0
 
 
 @dataclass(frozen=True)
@@ -196,7 +195,6 @@ class AutocallsHook(BaseHook):
             if value is not None
         }
         self._async_settings: ClientSettings | None = None
-        self._async_client_pacer: tuple[httpx.AsyncClient, Pacer] | None = None
 
     # -- connection form -----------------------------------------------------------------------
 
@@ -271,9 +269,7 @@ class AutocallsHook(BaseHook):
     @cached_property
     def client(self) -> httpx.Client:
         """The hook's one synchronous httpx client, built on first use."""
-        import httpx
-
-        return httpx.Client(**_client_options(self.settings, httpx))
+        return new_client(self.settings)
 
     def get_conn(self) -> httpx.Client:
         """Return the synchronous httpx client (Airflow's hook interface)."""
@@ -285,28 +281,15 @@ class AutocallsHook(BaseHook):
         return pacer_for(self.settings.base_url, self.settings.api_key, self.settings.rate_limit)
 
     async def _async_client(self) -> tuple[httpx.AsyncClient, Pacer]:
-        if self._async_client_pacer is None:
-            import httpx
-
-            settings = await self.async_settings()
-            client = httpx.AsyncClient(**_client_options(settings, httpx))
-            self._async_client_pacer = (
-                client,
-                pacer_for(settings.base_url, settings.api_key, settings.rate_limit),
-            )
-        return self._async_client_pacer
+        settings = await self.async_settings()
+        return shared_async_client(settings), pacer_for(
+            settings.base_url, settings.api_key, settings.rate_limit
+        )
 
     def close(self) -> None:
-        """Close the synchronous client, if one was built."""
+        """Close the synchronous client, if one was built (async clients are shared per event loop)."""
         if "client" in self.__dict__:
             self.__dict__.pop("client").close()
-
-    async def aclose(self) -> None:
-        """Close the asynchronous client, if one was built."""
-        if self._async_client_pacer is not None:
-            client, _ = self._async_client_pacer
-            self._async_client_pacer = None
-            await client.aclose()
 
     # -- one request, sync and async ---------------------------------------------------------------
 
@@ -320,9 +303,7 @@ class AutocallsHook(BaseHook):
         client = self.client  # built before the slot is taken: building it takes milliseconds
         self.pacer.wait()
         try:
-            with client.stream(
-                request.method, request.path, params=request.params, json=request.body
-            ) as r:
+            with client.stream(request.method, request.path, params=request.params, json=request.body) as r:
                 content = _read_capped(r.iter_bytes(), r.headers)
         except httpx.TransportError as exc:
             raise transport_failure(request, exc) from exc
@@ -443,17 +424,6 @@ class AutocallsHook(BaseHook):
         finally:
             self.close()
         return True, f"Connected to the Autocalls API: {len(senders)} sender(s) on this account."
-
-
-def _client_options(settings: ClientSettings, httpx: Any) -> dict[str, Any]:
-    return {
-        "base_url": settings.base_url,
-        "headers": settings.headers,
-        "timeout": httpx.Timeout(settings.timeout, connect=min(settings.timeout, MAX_CONNECT_TIMEOUT)),
-        # A redirect would carry the Authorization header to wherever it points; refuse it instead.
-        "follow_redirects": False,
-        "verify": True,
-    }
 
 
 def _too_large(headers: httpx.Headers) -> bool:
