@@ -43,7 +43,7 @@ test-all:
 	@set -e; for v in $(AIRFLOW_VERSIONS); do echo "== Airflow $$v"; $(MAKE) --no-print-directory test AIRFLOW=$$v; done
 
 demo: venv
-	$(BIN)/python -m example_dags.run_demo
+	$(BIN)/python scripts/demo.py
 
 lock:
 	@set -e; for v in $(AIRFLOW_VERSIONS); do \

@@ -413,6 +413,25 @@ class AutocallsHook(BaseHook):
         request = _send_freeform_request(sender_id, recipient_phone, message)
         return dict(self._request(request))
 
+    async def async_send_template(
+        self,
+        sender_id: int | str,
+        template_id: int | str,
+        recipient_phone: str,
+        recipient_name: str | None = None,
+        variables: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Async counterpart of :meth:`send_template` (for notifiers the triggerer runs)."""
+        request = _send_template_request(sender_id, template_id, recipient_phone, recipient_name, variables)
+        return dict(await self._async_request(request))
+
+    async def async_send_freeform(
+        self, sender_id: int | str, recipient_phone: str, message: str
+    ) -> dict[str, Any]:
+        """Async counterpart of :meth:`send_freeform` (for notifiers the triggerer runs)."""
+        request = _send_freeform_request(sender_id, recipient_phone, message)
+        return dict(await self._async_request(request))
+
     def test_connection(self) -> tuple[bool, str]:
         """Check the connection with a read-only call (list every sender); never raises."""
         try:

@@ -1,0 +1,49 @@
+"""
+Example 2: send a template, wait (deferred) for the customer's reply, then follow up in free text.
+
+A template opens the 24-hour window by itself, so the sensor waits for a message from the
+customer *after* the template went out: ``replied_after`` is the template task's ``sent_at``.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.providers.common.compat.sdk import DAG
+
+from airflow_provider_autocalls.operators.autocalls import SendFreeformOperator, SendTemplateOperator
+from airflow_provider_autocalls.sensors.autocalls import SessionOpenSensor
+
+# [START howto_autocalls_reply_followup]
+with DAG(
+    dag_id="example_autocalls_reply_followup",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    params={"phone": "+14155550123", "name": "Ada"},
+    tags=["example", "autocalls"],
+):
+    remind = SendTemplateOperator(
+        task_id="send_reminder",
+        sender_id=12,
+        template_id=45,
+        recipient_phone="{{ params.phone }}",
+        recipient_name="{{ params.name }}",
+        variables={"name": "{{ params.name }}", "date": "{{ ds }}", "time": "10:00"},
+    )
+    wait_for_reply = SessionOpenSensor(
+        task_id="wait_for_reply",
+        sender_id=12,
+        recipient_phone="{{ params.phone }}",
+        replied_after="{{ ti.xcom_pull(task_ids='send_reminder')['sent_at'] }}",
+        deferrable=True,
+        poke_interval=30,
+        timeout=24 * 3600,
+    )
+    follow_up = SendFreeformOperator(
+        task_id="follow_up",
+        sender_id=12,
+        recipient_phone="{{ params.phone }}",
+        message="Thanks {{ params.name }}! See you on {{ ds }}.",
+    )
+    remind >> wait_for_reply >> follow_up
+# [END howto_autocalls_reply_followup]
