@@ -42,7 +42,10 @@ def main() -> int:
             {"conn_type": "autocalls", "host": sim.url, "password": sim.api_key}
         )
         print(f"Simulator: {sim.url} (rate limit {sim.rate_limit:g}/s)\n", flush=True)
-        from airflow.models.dagbag import DagBag
+        try:
+            from airflow.dag_processing.dagbag import DagBag
+        except ImportError:  # Airflow 2
+            from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
 
         bag = DagBag(str(ROOT / "example_dags"))
         if bag.import_errors:

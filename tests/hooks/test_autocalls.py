@@ -135,7 +135,7 @@ def test_template_errors(
     hook: AutocallsHook,
     sim: AutocallsSimulator,
     call: Callable[[AutocallsHook], Any],
-    cls: type,
+    cls: type[AutocallsAPIError],
     status: int,
     error_code: str,
 ) -> None:

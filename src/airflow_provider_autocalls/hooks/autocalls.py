@@ -383,7 +383,7 @@ class AutocallsHook(BaseHook):
         template_id: int | str,
         recipient_phone: str,
         recipient_name: str | None = None,
-        variables: Mapping[str, Any] | None = None,
+        variables: Mapping[Any, Any] | None = None,
     ) -> dict[str, Any]:
         """
         Send an approved template; this also opens the recipient's 24-hour window.
@@ -419,7 +419,7 @@ class AutocallsHook(BaseHook):
         template_id: int | str,
         recipient_phone: str,
         recipient_name: str | None = None,
-        variables: Mapping[str, Any] | None = None,
+        variables: Mapping[Any, Any] | None = None,
     ) -> dict[str, Any]:
         """Async counterpart of :meth:`send_template` (for notifiers the triggerer runs)."""
         request = _send_template_request(sender_id, template_id, recipient_phone, recipient_name, variables)
@@ -498,7 +498,7 @@ def _send_template_request(
     template_id: int | str,
     recipient_phone: str,
     recipient_name: str | None,
-    variables: Mapping[str, Any] | None,
+    variables: Mapping[Any, Any] | None,
 ) -> ApiRequest:
     body: dict[str, Any] = {
         "sender_id": check_id(sender_id, "sender_id"),
@@ -520,7 +520,7 @@ def _send_template_request(
 
 
 def _send_freeform_request(sender_id: int | str, recipient_phone: str, message: str) -> ApiRequest:
-    body = {
+    body: dict[str, Any] = {
         "sender_id": check_id(sender_id, "sender_id"),
         "recipient_phone": check_phone(recipient_phone),
         "message": check_message(message),

@@ -63,7 +63,7 @@ class AutocallsNotifier(BaseNotifier):
         recipient_phone: str,
         message: str | None = None,
         template_id: int | str | None = None,
-        variables: Mapping[str, Any] | None = None,
+        variables: Mapping[Any, Any] | None = None,
         recipient_name: str | None = None,
         autocalls_conn_id: str = AutocallsHook.default_conn_name,
         **kwargs: Any,
@@ -86,6 +86,12 @@ class AutocallsNotifier(BaseNotifier):
     def hook(self) -> AutocallsHook:
         return AutocallsHook(autocalls_conn_id=self.autocalls_conn_id)
 
+    @property
+    def _template_id(self) -> int | str:
+        if self.template_id is None:
+            raise ValueError("AutocallsNotifier needs a message, a template_id, or both.")
+        return self.template_id
+
     def notify(self, context: Context) -> None:
         """Send the message (Airflow calls this for task and DAG callbacks)."""
         if self.message is not None:
@@ -101,7 +107,7 @@ class AutocallsNotifier(BaseNotifier):
                     self.template_id,
                 )
         self.hook.send_template(
-            self.sender_id, self.template_id, self.recipient_phone, self.recipient_name, self.variables
+            self.sender_id, self._template_id, self.recipient_phone, self.recipient_name, self.variables
         )
 
     async def async_notify(self, context: Context) -> None:
@@ -114,7 +120,7 @@ class AutocallsNotifier(BaseNotifier):
                 if self.template_id is None:
                     raise
         await self.hook.async_send_template(
-            self.sender_id, self.template_id, self.recipient_phone, self.recipient_name, self.variables
+            self.sender_id, self._template_id, self.recipient_phone, self.recipient_name, self.variables
         )
 
 

@@ -106,7 +106,7 @@ class SendTemplateOperator(_AutocallsSendOperator):
         template_id: int | str,
         recipient_phone: str,
         recipient_name: str | None = None,
-        variables: Mapping[str, Any] | None = None,
+        variables: Mapping[Any, Any] | None = None,
         autocalls_conn_id: str = AutocallsHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
