@@ -99,7 +99,7 @@ def run_dag(
     pulled_path = tmp_path / "pulled.json"
     monkeypatch.setenv("PULLED_PATH", str(pulled_path))
 
-    def run(source: str, tweak: Callable[[Any], None] | None = None) -> DagRunResult:
+    def run(source: str, tweak: Callable[[Any], None] | None = None, dag_id: str = dag_id) -> DagRunResult:
         dag_file.write_text(source)
         try:
             try:

@@ -147,7 +147,7 @@ def decode_answer(request: ApiRequest, status: int, headers: Mapping[str, str], 
     api_text = body.get("error") or body.get("message") if isinstance(body, dict) else None
     advice = _ADVICE.get(cls, "See the response body for details.")
     if isinstance(api_text, str) and api_text:
-        detail = api_text
+        detail = api_text.rstrip(". ")
     elif content is None:
         detail = f"the answer is larger than {MAX_BODY_BYTES} bytes and was not read"
     elif 300 <= status < 400:
