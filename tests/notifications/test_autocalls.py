@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from airflow_provider_autocalls.testing import AutocallsSimulator
 PHONE = "+14155550100"
 
 
-def context(**values: object) -> dict[str, object]:
+def context(**values: object) -> Any:
     """A callback context; Airflow 2's notifier wants the DAG in it."""
     from airflow.providers.common.compat.sdk import DAG
 

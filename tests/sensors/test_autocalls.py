@@ -49,8 +49,10 @@ def test_poke_waits_for_the_window_and_returns_the_status(sim: AutocallsSimulato
     sim.customer_message(12, PHONE, "hi")
     done = sensor().poke({})
     assert done.is_done is True
-    assert done.xcom_value["session_status"]["is_open"] is True
-    assert done.xcom_value["last_customer_message_at"]
+    status = done.xcom_value
+    assert status is not None
+    assert status["session_status"]["is_open"] is True
+    assert status["last_customer_message_at"]
 
 
 @pytest.mark.parametrize("as_text", [True, False])
@@ -60,7 +62,6 @@ def test_replied_after_needs_a_customer_message_after_that_moment(
     sim.customer_message(12, PHONE, "an old message")
     sim.advance(60)
     moment = sim.now()
-    sim.send_template_for_test = None
     wait = sensor(replied_after=moment.isoformat() if as_text else moment)
     assert wait.poke({}).is_done is False  # window open, but the last message is older
     sim.advance(5)
@@ -236,7 +237,7 @@ def test_timeout_ends_the_wait_and_nothing_is_sent(
 def test_a_deferral_timeout_is_the_usual_sensor_failure(soft_fail: bool) -> None:
     """dag.test() runs triggers inline without their timeout; the triggerer's timeout arrives like this."""
     try:
-        from airflow.sdk.exceptions import TriggerFailureReason
+        from airflow.sdk.bases.operator import TriggerFailureReason
 
         error: object = TriggerFailureReason.TRIGGER_TIMEOUT
         expected: type[BaseException] = AirflowSensorTimeout

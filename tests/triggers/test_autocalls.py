@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, cast
 
 import pytest
 from airflow.triggers.base import TriggerEvent
@@ -21,7 +21,7 @@ def trigger(**kwargs: Any) -> SessionOpenTrigger:
 
 
 async def first_event(t: SessionOpenTrigger, timeout: float = 10) -> TriggerEvent:
-    gen = t.run()
+    gen = cast("AsyncGenerator[TriggerEvent, None]", t.run())
     try:
         return await asyncio.wait_for(gen.__anext__(), timeout)
     finally:
