@@ -10,12 +10,13 @@ UV := $(shell command -v uv 2>/dev/null || echo $(PYTHON) -m uv)
 # Tests and the demo use a throw-away Airflow home, never ~/airflow.
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: help venv test test-all lint typecheck unit demo lock clean
+.PHONY: help venv test test-all lint typecheck unit demo bench lock clean
 
 help:
 	@echo "make test      ruff, mypy and pytest on Airflow $(AIRFLOW) (AIRFLOW=2.11.2 for the other)"
 	@echo "make test-all  the same on every supported Airflow: $(AIRFLOW_VERSIONS)"
 	@echo "make demo      an example DAG end to end against the bundled simulator (no API key)"
+	@echo "make bench     the benchmarks in benchmarks/, each printing its figures"
 	@echo "make lock      re-pin constraints/ after a dependency change"
 
 $(BIN)/.installed: $(LOCK) pyproject.toml
@@ -44,6 +45,9 @@ test-all:
 
 demo: venv
 	$(BIN)/python scripts/demo.py
+
+bench: venv
+	@set -e; for b in benchmarks/bench_*.py; do $(BIN)/python $$b; done
 
 lock:
 	@set -e; for v in $(AIRFLOW_VERSIONS); do \

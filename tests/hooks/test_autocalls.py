@@ -7,6 +7,7 @@ import json
 import socket
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -418,3 +419,42 @@ def test_hooks_on_one_event_loop_share_one_async_client(make_conn: Callable[...,
     first = asyncio.run(clients())
     assert first[0] is first[1] is first[2]
     assert asyncio.run(clients())[0] is not first[0]  # another loop gets its own
+
+
+# -- choices where the API's documentation is vague ----------------------------------------------------------
+
+
+def test_unknown_error_on_a_send_is_a_send_in_doubt(hook: AutocallsHook, sim: AutocallsSimulator) -> None:
+    sim.inject(api_body(422, "UNKNOWN_ERROR"))
+    with pytest.raises(SendOutcomeUnknownError):
+        hook.send_template(12, 46, PHONE)
+    assert len(sim.requests) == 1
+
+
+def test_success_false_in_a_200_is_an_error(hook: AutocallsHook, sim: AutocallsSimulator) -> None:
+    sim.inject(Fault(endpoint="senders", status=200, body='{"success": false, "error": "Nope."}'))
+    with pytest.raises(AutocallsAPIError, match="Nope"):
+        hook.get_senders()
+
+
+def test_retry_after_as_an_http_date(hook: AutocallsHook, sim: AutocallsSimulator) -> None:
+    from email.utils import format_datetime
+
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)
+    sim.inject(Fault(endpoint="senders", status=429, headers={"Retry-After": when}))
+    started = time.monotonic()
+    hook.get_senders()
+    assert time.monotonic() - started >= 0.9  # HTTP dates have whole seconds
+    assert len(sim.requests) == 2
+
+
+def test_a_retry_after_beyond_a_minute_is_not_waited_for(
+    hook: AutocallsHook, sim: AutocallsSimulator
+) -> None:
+    sim.inject(Fault(endpoint="senders", status=429, headers={"Retry-After": "3600"}))
+    started = time.monotonic()
+    with pytest.raises(RateLimitError):
+        hook.get_senders()
+    assert time.monotonic() - started < 5
+    assert len(sim.requests) == 1
+    assert hook.pacer.reserve() <= 60.5  # later calls wait at most the cap, not an hour

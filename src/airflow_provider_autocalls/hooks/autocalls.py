@@ -24,7 +24,7 @@ from airflow_provider_autocalls.hooks._answers import (
 )
 from airflow_provider_autocalls.hooks._clients import new_client, shared_async_client
 from airflow_provider_autocalls.hooks._pacing import Pacer, pacer_for
-from airflow_provider_autocalls.hooks._retry import retry_policy
+from airflow_provider_autocalls.hooks._retry import MAX_RETRY_AFTER, retry_policy
 from airflow_provider_autocalls.validation import (
     SENDER_STATUSES,
     TEMPLATE_STATUSES,
@@ -335,7 +335,8 @@ class AutocallsHook(BaseHook):
         try:
             return decode_answer(request, status, headers, content)
         except RateLimited as exc:
-            pacer.hold_off(exc.retry_after)
+            # Past the cap the call fails at once; later calls should not block for an hour either.
+            pacer.hold_off(min(exc.retry_after, MAX_RETRY_AFTER))
             raise
 
     # -- endpoints ---------------------------------------------------------------------------------
