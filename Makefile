@@ -51,7 +51,7 @@ bench: venv
 
 lock:
 	@set -e; for v in $(AIRFLOW_VERSIONS); do \
-	  $(UV) pip compile -q --python-version 3.11 --extra dev pyproject.toml constraints/airflow-$$v.in \
+	  $(UV) pip compile -q --python-version 3.11 --extra dev --extra bench pyproject.toml constraints/airflow-$$v.in \
 	    -o constraints/airflow-$$v.txt --custom-compile-command "make lock"; done
 
 clean:

@@ -31,7 +31,9 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         achieved = (CALLS - 1) / elapsed  # N calls span N-1 intervals
         print(f"pacing: {CALLS} session-status calls at a {RATE:g}/s limit took {elapsed:.2f} s")
-        print(f"pacing: achieved {achieved:.3f} req/s = {achieved / RATE:.3f} of the limit; 429s: {sim.rate_limited_count}")
+        print(
+            f"pacing: achieved {achieved:.3f} req/s = {achieved / RATE:.3f} of the limit; 429s: {sim.rate_limited_count}"
+        )
 
 
 if __name__ == "__main__":
