@@ -14,8 +14,9 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_autocalls._task_errors import fail_fast_unless_retryable
-from airflow_provider_autocalls.exceptions import SessionExpiredError
+from airflow_provider_autocalls.exceptions import AutocallsError, SendOutcomeUnknownError, SessionExpiredError
 from airflow_provider_autocalls.hooks.autocalls import AutocallsHook
+from airflow_provider_autocalls.ledger import Ledger, State, ledger_for
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -23,8 +24,21 @@ if TYPE_CHECKING:
 IF_SESSION_CLOSED = ("fail", "skip")
 
 
+def _in_doubt(error: BaseException) -> bool:
+    """Whether a send that ended in ``error`` may have reached the API."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, SendOutcomeUnknownError):
+            return True
+        if isinstance(cause, AutocallsError):
+            return False  # every other error of ours is a definite "nothing was sent"
+        cause = cause.__cause__
+    # Killed, timed out or interrupted mid-call: the request may have been on the wire.
+    return not isinstance(error, AirflowSkipException | AirflowFailException)
+
+
 class _AutocallsSendOperator(BaseOperator):
-    """What both send operators share: the hook, the XCom shape, and how errors end the task."""
+    """What both send operators share: the hook, the ledger, the XCom shape, how errors end the task."""
 
     ui_color = "#25d366"
 
@@ -34,18 +48,56 @@ class _AutocallsSendOperator(BaseOperator):
         sender_id: int | str,
         recipient_phone: str,
         autocalls_conn_id: str = AutocallsHook.default_conn_name,
+        ledger_location: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.sender_id = sender_id
         self.recipient_phone = recipient_phone
         self.autocalls_conn_id = autocalls_conn_id
+        self.ledger_location = ledger_location
 
     @cached_property
     def hook(self) -> AutocallsHook:
         return AutocallsHook(autocalls_conn_id=self.autocalls_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        ledger = ledger_for(context, self.ledger_location)
+        if ledger is None:
+            return self._send_and_describe()
+        try:
+            return self._send_at_most_once(ledger)
+        finally:
+            ledger.close()
+
+    def _send_at_most_once(self, ledger: Ledger) -> dict[str, Any]:
+        """Consult the task instance's ledger so that no later try of this task sends again."""
+        recipient = str(self.recipient_phone)
+        earlier = ledger.last(recipient)
+        if earlier and earlier["state"] == State.SENT:
+            self.log.info(
+                "An earlier try sent this message (%s); not sending again.", earlier.get("message_sid")
+            )
+            return dict(earlier["xcom"])
+        if earlier and earlier["state"] in (State.STARTED, State.UNKNOWN):
+            if earlier["state"] == State.STARTED:
+                ledger.finish(recipient, State.UNKNOWN)
+            raise AirflowFailException(
+                f"An earlier try of this task started sending to {recipient} and never learned the outcome "
+                "(the worker stopped, or the answer was lost), so the message may have been delivered. It is "
+                "not sent again automatically: check the conversation in the Autocalls dashboard, and to send "
+                f"anyway remove the ledger {ledger.location}."
+            )
+        ledger.begin(recipient)
+        try:
+            result = self._send_and_describe()
+        except BaseException as error:
+            ledger.finish(recipient, State.UNKNOWN if _in_doubt(error) else State.RELEASED)
+            raise
+        ledger.finish(recipient, State.SENT, message_sid=result.get("message_sid"), xcom=result)
+        return result
+
+    def _send_and_describe(self) -> dict[str, Any]:
         sent_at = timezone.utcnow().isoformat()
         with fail_fast_unless_retryable():
             answer = self._send()
@@ -84,6 +136,9 @@ class SendTemplateOperator(_AutocallsSendOperator):
     :param variables: values for the template's placeholders, keyed by position (``"1"``) or by
         variable name (templated).
     :param autocalls_conn_id: the Autocalls connection (templated).
+    :param ledger_location: where the task instance's ledger is kept: a folder or an object-storage
+        URI every worker can see (default ``[autocalls] ledger_location``). A later try of the task
+        reads it and never sends a second time.
     :return: (XCom) the API's answer (``message_sid``, ``conversation_id``, ``status``, ...) plus
         ``sent_at`` (UTC ISO 8601, taken just before the request), ``sender_id``,
         ``recipient_phone`` and ``template_id``.
@@ -120,17 +175,15 @@ class SendTemplateOperator(_AutocallsSendOperator):
         self.recipient_name = recipient_name
         self.variables = variables
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        return {**super().execute(context), "template_id": self.template_id}
-
     def _send(self) -> dict[str, Any]:
-        return self.hook.send_template(
+        answer = self.hook.send_template(
             sender_id=self.sender_id,
             template_id=self.template_id,
             recipient_phone=self.recipient_phone,
             recipient_name=self.recipient_name,
             variables=self.variables,
         )
+        return {**answer, "template_id": self.template_id}
 
 
 class SendFreeformOperator(_AutocallsSendOperator):
@@ -147,6 +200,7 @@ class SendFreeformOperator(_AutocallsSendOperator):
     :param if_session_closed: ``"fail"`` (default): fail with an error saying to send a template
         first; ``"skip"``: skip the task. Either way nothing is sent.
     :param autocalls_conn_id: the Autocalls connection (templated).
+    :param ledger_location: as for :class:`SendTemplateOperator`.
     :return: (XCom) the API's answer (``message_sid``, ``session_status``, ...) plus ``sent_at``,
         ``sender_id`` and ``recipient_phone``.
     """
