@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -14,9 +15,34 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_autocalls._task_errors import fail_fast_unless_retryable
-from airflow_provider_autocalls.exceptions import AutocallsError, SendOutcomeUnknownError, SessionExpiredError
+from airflow_provider_autocalls.bulk import (
+    Progress,
+    RecipientSource,
+    Row,
+    SkippedRows,
+    check_row,
+    phone_key,
+    write_report,
+)
+from airflow_provider_autocalls.exceptions import (
+    AuthenticationError,
+    AutocallsError,
+    AutocallsValidationError,
+    NotFoundError,
+    SendOutcomeUnknownError,
+    SessionExpiredError,
+    TemplateNotApprovedError,
+)
 from airflow_provider_autocalls.hooks.autocalls import AutocallsHook
-from airflow_provider_autocalls.ledger import Ledger, State, ledger_for
+from airflow_provider_autocalls.ledger import (
+    Ledger,
+    State,
+    default_location,
+    instance_path,
+    ledger_for,
+    open_location,
+)
+from airflow_provider_autocalls.validation import check_id, check_variables
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -242,3 +268,271 @@ class SendFreeformOperator(_AutocallsSendOperator):
                 f"{text} Send a template first (SendTemplateOperator), or wait for the customer to reply "
                 "(SessionOpenSensor) before sending free text."
             ) from closed
+
+
+class BulkSendTemplateOperator(BaseOperator):
+    """
+    Send one approved template to every recipient of a segment, as fast as the API allows, once each.
+
+    Every row is checked before the first send. Sends go out at the connection's rate limit,
+    paced by the hook (no 429s). Each recipient gets a write-ahead record in the task instance's
+    ledger before its request and the outcome after it, so a retry, a clear and re-run, or a
+    restart after the worker was killed sends only to recipients with no record; a recipient whose
+    request started but whose outcome is unknown is reported as ``unknown`` and never sent to again
+    automatically. A report with one row per recipient is written next to the ledger.
+
+    .. code-block:: python
+
+        BulkSendTemplateOperator(
+            task_id="send_offer",
+            sender_id=12,
+            template_id=45,
+            recipients_file="s3://exports/{{ ds }}/segment.csv",
+            variables={"date": "{{ ds }}"},
+            max_failures=0.05,
+        )
+
+    :param sender_id: the WhatsApp sender's id (templated).
+    :param template_id: the approved template's id (templated).
+    :param recipients: a list of mappings with ``recipient_phone``, optional ``recipient_name`` and
+        ``variables`` (templated, so an upstream task's XCom works).
+    :param recipients_file: instead of ``recipients``: a CSV or JSON Lines file, as a path or an
+        object-storage URI (``file://``, ``s3://``, ...), read as a stream (templated). CSV columns:
+        ``recipient_phone``, ``recipient_name``, and ``variables`` (a JSON object) or ``variables.<key>``.
+    :param variables: values shared by every recipient; a row's own variables win (templated).
+    :param on_invalid_row: ``"fail"`` (default): any bad row fails the task before anything is sent,
+        listing the bad rows by line; ``"skip"``: report bad rows as skipped and send to the rest.
+    :param max_failures: fail the task once more recipients than this failed (a count, or a
+        fraction of the valid recipients when below 1); ``None`` never fails for failed rows.
+        Unknown outcomes count as failures here.
+    :param report_format: ``"jsonl"`` (default) or ``"csv"``.
+    :param ledger_location: a folder or object-storage URI every worker can see (templated;
+        default ``[autocalls] ledger_location``). The report is written next to the ledger.
+    :param progress_interval: seconds between progress lines at most (also one every 5 %).
+    :param autocalls_conn_id: the Autocalls connection (templated).
+    :return: (XCom) counts (``total``, ``sent``, ``failed``, ``unknown``, ``skipped``, ``invalid``,
+        ``duplicates``, ``from_earlier_tries``), ``report`` and ``ledger`` locations, ``elapsed_s``
+        and ``rate_per_s`` of this try.
+    """
+
+    template_fields: Sequence[str] = (
+        "sender_id",
+        "template_id",
+        "recipients",
+        "recipients_file",
+        "variables",
+        "ledger_location",
+        "autocalls_conn_id",
+    )
+    template_fields_renderers = {"recipients": "json", "variables": "json"}
+    ui_color = "#25d366"
+
+    def __init__(
+        self,
+        *,
+        sender_id: int | str,
+        template_id: int | str,
+        recipients: Any = None,
+        recipients_file: str | None = None,
+        variables: Mapping[Any, Any] | None = None,
+        on_invalid_row: Literal["fail", "skip"] = "fail",
+        max_failures: float | None = None,
+        report_format: Literal["jsonl", "csv"] = "jsonl",
+        ledger_location: str | None = None,
+        progress_interval: float = 10.0,
+        autocalls_conn_id: str = AutocallsHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if on_invalid_row not in ("fail", "skip"):
+            raise ValueError(f"on_invalid_row must be 'fail' or 'skip', got {on_invalid_row!r}.")
+        if report_format not in ("jsonl", "csv"):
+            raise ValueError(f"report_format must be 'jsonl' or 'csv', got {report_format!r}.")
+        if max_failures is not None and (isinstance(max_failures, bool) or max_failures < 0):
+            raise ValueError(f"max_failures must be a count, a fraction or None, got {max_failures!r}.")
+        self.sender_id = sender_id
+        self.template_id = template_id
+        self.recipients = recipients
+        self.recipients_file = recipients_file
+        self.variables = variables
+        self.on_invalid_row = on_invalid_row
+        self.max_failures = max_failures
+        self.report_format = report_format
+        self.ledger_location = ledger_location
+        self.progress_interval = progress_interval
+        self.autocalls_conn_id = autocalls_conn_id
+
+    @cached_property
+    def hook(self) -> AutocallsHook:
+        return AutocallsHook(autocalls_conn_id=self.autocalls_conn_id)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        with fail_fast_unless_retryable():
+            sender_id = check_id(self.sender_id, "sender_id")
+            template_id = check_id(self.template_id, "template_id")
+            shared = check_variables(self.variables)
+            source = RecipientSource(self.recipients, self.recipients_file)
+        location = self.ledger_location or default_location()
+        ledger = ledger_for(context, location, suffix="bulk.jsonl")
+        if ledger is None:
+            raise AirflowFailException(
+                "BulkSendTemplateOperator needs a task instance in its context for its ledger."
+            )
+        skipped = SkippedRows()
+        try:
+            return self._run(context, source, shared, ledger, skipped, sender_id, template_id, location)
+        finally:
+            skipped.close()
+            ledger.close()
+
+    def _run(
+        self,
+        context: Context,
+        source: RecipientSource,
+        shared: dict[str, str] | None,
+        ledger: Ledger,
+        skipped: SkippedRows,
+        sender_id: int,
+        template_id: int,
+        location: str,
+    ) -> dict[str, Any]:
+        started = time.monotonic()
+        done = self._earlier_outcomes(ledger)
+        first_line, invalid, duplicates = self._check_all(source, shared, skipped)
+        to_send = sum(1 for key, line in first_line.items() if key not in done)
+        self.log.info(
+            "%d valid recipients (%d invalid, %d duplicates), %d already handled by earlier tries; sending to %d.",
+            len(first_line),
+            invalid,
+            duplicates,
+            len(first_line) - to_send,
+            to_send,
+        )
+        progress = Progress(to_send, self.log.info, self.progress_interval)
+        stop: BaseException | None = None
+        failures = 0
+        limit = self._failure_limit(len(first_line))
+        for line, raw in source:
+            row = self._sendable(line, raw, shared, first_line, done)
+            if row is None:
+                continue
+            if stop is not None:
+                skipped.add(row.line, row.phone, f"not attempted: the task stopped ({type(stop).__name__})")
+                continue
+            status, stop = self._send_one(ledger, row, sender_id, template_id)
+            progress.count(status)
+            failures += status in (State.FAILED, State.UNKNOWN)
+            if stop is None and limit is not None and failures > limit:
+                stop = AirflowFailException(
+                    f"{failures} recipients failed, more than max_failures={self.max_failures}."
+                )
+        progress.report()
+        report = open_location(location, f"{instance_path(context['ti'])}.report.{self.report_format}")
+        counts = write_report(report, _final(ledger), skipped, self.report_format)
+        elapsed = time.monotonic() - started
+        summary = {
+            "total": sum(counts.values()),
+            **{status: counts.get(status, 0) for status in ("sent", "failed", "unknown", "skipped")},
+            "invalid": invalid,
+            "duplicates": duplicates,
+            "from_earlier_tries": len(first_line) - to_send,
+            "report": str(report),
+            "ledger": ledger.location,
+            "elapsed_s": round(elapsed, 3),
+            "rate_per_s": round(progress.done / elapsed, 3) if elapsed > 0 else 0.0,
+        }
+        self.log.info("Bulk send finished: %s", summary)
+        if stop is not None:
+            raise stop
+        return summary
+
+    def _earlier_outcomes(self, ledger: Ledger) -> dict[int, State]:
+        """What earlier tries did; a send that started but never finished becomes ``unknown``."""
+        states: dict[int, State] = {}
+        for record in ledger.records():
+            states[phone_key(record["recipient"])] = State(record["state"])
+        for key, state in states.items():
+            if state == State.STARTED:
+                states[key] = State.UNKNOWN
+                ledger.finish(f"+{key}", State.UNKNOWN, reason="an earlier try stopped during this send")
+        return {key: state for key, state in states.items() if state.final}
+
+    def _check_all(
+        self, source: RecipientSource, shared: dict[str, str] | None, skipped: SkippedRows
+    ) -> tuple[dict[int, int], int, int]:
+        """Check every row before the first send; return the first line of each phone and the counts."""
+        first_line: dict[int, int] = {}
+        bad: list[str] = []
+        invalid = duplicates = 0
+        for line, raw in source:
+            try:
+                row = check_row(line, raw, shared)
+            except AutocallsValidationError as error:
+                invalid += 1
+                skipped.add(
+                    line, raw.get("recipient_phone") if isinstance(raw, Mapping) else None, str(error)
+                )
+                if len(bad) < 20:
+                    bad.append(f"line {line}: {error}")
+                continue
+            key = phone_key(row.phone)
+            if key in first_line:
+                duplicates += 1
+                skipped.add(line, row.phone, f"duplicate of line {first_line[key]}")
+            else:
+                first_line[key] = line
+        if invalid and self.on_invalid_row == "fail":
+            more = f" (and {invalid - len(bad)} more)" if invalid > len(bad) else ""
+            raise AirflowFailException(
+                f"{invalid} invalid recipient rows; nothing was sent. Fix them, or set on_invalid_row='skip':\n"
+                + "\n".join(bad)
+                + more
+            )
+        return first_line, invalid, duplicates
+
+    @staticmethod
+    def _sendable(
+        line: int, raw: Any, shared: dict[str, str] | None, first_line: dict[int, int], done: dict[int, State]
+    ) -> Row | None:
+        try:
+            row = check_row(line, raw, shared)
+        except AutocallsValidationError:
+            return None  # reported by the check pass
+        key = phone_key(row.phone)
+        return row if first_line.get(key) == line and key not in done else None
+
+    def _send_one(
+        self, ledger: Ledger, row: Row, sender_id: int, template_id: int
+    ) -> tuple[State, BaseException | None]:
+        """Send to one recipient; return its outcome, and the error that must stop the task, if any."""
+        ledger.begin(row.phone)
+        try:
+            answer = self.hook.send_template(sender_id, template_id, row.phone, row.name, row.variables)
+        except SendOutcomeUnknownError as error:
+            ledger.finish(row.phone, State.UNKNOWN, line=row.line, reason=str(error))
+            return State.UNKNOWN, None
+        except (AuthenticationError, NotFoundError, TemplateNotApprovedError) as error:
+            # Every other recipient would fail the same way: stop, fail the task.
+            ledger.finish(row.phone, State.RELEASED)
+            return State.RELEASED, AirflowFailException(f"{type(error).__name__}: {error}")
+        except AutocallsError as error:
+            if error.retryable:  # nothing was sent and it may pass: stop, let Airflow retry the rest
+                ledger.finish(row.phone, State.RELEASED)
+                return State.RELEASED, error
+            code = getattr(error, "error_code", None) or type(error).__name__
+            ledger.finish(row.phone, State.FAILED, line=row.line, error_code=code, reason=str(error))
+            return State.FAILED, None
+        except BaseException:
+            ledger.finish(row.phone, State.UNKNOWN, line=row.line, reason="interrupted during the send")
+            raise
+        ledger.finish(row.phone, State.SENT, line=row.line, message_sid=answer.get("message_sid"))
+        return State.SENT, None
+
+    def _failure_limit(self, valid: int) -> float | None:
+        if self.max_failures is None:
+            return None
+        return self.max_failures * valid if 0 < self.max_failures < 1 else self.max_failures
+
+
+def _final(ledger: Ledger) -> Iterator[dict[str, Any]]:
+    return (record for record in ledger.records() if State(record["state"]).final)
