@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from types import SimpleNamespace
+from typing import Any
 
 from airflow_provider_autocalls.operators.autocalls import BulkSendTemplateOperator
 
@@ -17,5 +18,5 @@ if __name__ == "__main__":
         recipients_file=recipients_file,
         ledger_location=ledger_location,
     )
-    ti = SimpleNamespace(dag_id="d", run_id="r1", task_id="bulk", map_index=-1)
-    print(json.dumps(operator.execute({"ti": ti})), flush=True)  # type: ignore[arg-type]
+    context: Any = {"ti": SimpleNamespace(dag_id="d", run_id="r1", task_id="bulk", map_index=-1)}
+    print(json.dumps(operator.execute(context)), flush=True)
