@@ -56,6 +56,7 @@ def main() -> int:
             ("example_autocalls_etl_notify", None),
             ("example_autocalls_reply_followup", lambda: play_the_customer(sim)),
             ("example_autocalls_segment", None),
+            ("example_autocalls_bulk_csv", None),
         ):
             dag = bag.get_dag(dag_id)
             if dag_id == "example_autocalls_reply_followup":
@@ -69,9 +70,14 @@ def main() -> int:
             state = str(getattr(run.state, "value", run.state))
             failures += state != "success"
             print(f"== {dag_id}: {state} in {time.monotonic() - started:.1f} s")
-            for message in sim.delivered[before:]:
+            delivered = sim.delivered[before:]
+            for message in delivered[:5]:
                 print(
                     f"   {message['at']}  {message['kind']:<8} -> {message['recipient_phone']}: {message['text']}"
+                )
+            if len(delivered) > 5:
+                print(
+                    f"   ... and {len(delivered) - 5} more; the simulator answered {sim.rate_limited_count} x 429"
                 )
             inbound = [r for r in sim.requests if r["endpoint"] == "session_status"]
             if dag_id == "example_autocalls_reply_followup":

@@ -74,3 +74,12 @@ def test_example_3_messages_each_customer_once(run_dag: Callable[..., Any], sim:
     phones = [m["recipient_phone"] for m in sim.delivered]
     assert sorted(phones) == ["+14155550000", "+14155550001", "+14155550002"]
     assert sim.rate_limited_count == 0
+
+
+def test_example_4_bulk_sends_from_the_exported_csv(
+    run_dag: Callable[..., Any], sim: AutocallsSimulator
+) -> None:
+    assert run_example(run_dag, "example_autocalls_bulk_csv").state == "success"
+    phones = [m["recipient_phone"] for m in sim.delivered]
+    assert len(phones) == len(set(phones)) == 25
+    assert sim.rate_limited_count == 0
