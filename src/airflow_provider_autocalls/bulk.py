@@ -178,6 +178,11 @@ class Progress:
     def done(self) -> int:
         return sum(self.counts.values())
 
+    def finish(self) -> None:
+        """The last line, unless the last count already logged it."""
+        if self._last_done != self.done or not self.done:
+            self.report()
+
     def count(self, status: str) -> None:
         self.counts[status] += 1
         now = time.monotonic()

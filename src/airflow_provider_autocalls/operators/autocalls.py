@@ -426,7 +426,7 @@ class BulkSendTemplateOperator(BaseOperator):
                 stop = AirflowFailException(
                     f"{failures} recipients failed, more than max_failures={self.max_failures}."
                 )
-        progress.report()
+        progress.finish()
         report = open_location(location, f"{instance_path(context['ti'])}.report.{self.report_format}")
         counts = write_report(report, _final(ledger), skipped, self.report_format)
         elapsed = time.monotonic() - started

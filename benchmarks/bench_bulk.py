@@ -1,0 +1,127 @@
+"""
+Bulk sending: rate against the limit, and memory against the number of recipients.
+
+1. rate: 1,000 recipients at the simulator's 5 req/s limit, and 5,000 at 50 req/s, through
+   BulkSendTemplateOperator. Achieved rate / limit (goal >= 0.98) and the simulator's 429 count
+   (goal 0). ``--quick`` sends a tenth of that.
+2. memory: peak RSS of a bulk send from a 100,000-row file against one from a 1,000-row file, each
+   in a fresh process, the simulator in another (goal: the difference under 20 MB).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+QUICK = "--quick" in sys.argv
+# The figures are the output; the operator's progress lines would drown them.
+os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+
+
+def run_bulk(url: str, key: str, rate: float, recipients_file: str, ledger: str) -> dict[str, Any]:
+    os.environ["AIRFLOW_CONN_AUTOCALLS_DEFAULT"] = json.dumps(
+        {"conn_type": "autocalls", "host": url, "password": key, "extra": {"rate_limit": rate}}
+    )
+    from airflow_provider_autocalls.operators.autocalls import BulkSendTemplateOperator
+
+    operator = BulkSendTemplateOperator(
+        task_id="bulk", sender_id=12, template_id=46, recipients_file=recipients_file, ledger_location=ledger
+    )
+    context: Any = {
+        "ti": SimpleNamespace(dag_id="bench", run_id=f"r{time.time_ns()}", task_id="bulk", map_index=-1)
+    }
+    return operator.execute(context)
+
+
+def segment(path: Path, size: int) -> str:
+    with path.open("w") as f:
+        f.writelines(json.dumps({"recipient_phone": f"+1{4_000_000_000 + i}"}) + "\n" for i in range(size))
+    return str(path)
+
+
+def rate_case(size: int, limit: float, work: Path) -> None:
+    from datetime import datetime
+
+    from airflow_provider_autocalls.testing import AutocallsSimulator
+
+    with AutocallsSimulator(rate_limit=limit) as sim:
+        summary = run_bulk(sim.url, sim.api_key, limit, segment(work / f"rate-{size}.jsonl", size), str(work))
+        times = [
+            datetime.fromisoformat(r["at"]).timestamp()
+            for r in sim.requests
+            if r["endpoint"] == "send_template"
+        ]
+        achieved = (len(times) - 1) / (times[-1] - times[0])
+        print(
+            f"bulk rate: {summary['sent']}/{size} sent at a {limit:g}/s limit: {achieved:.3f} msg/s = "
+            f"{achieved / limit:.3f} of the limit (goal >= 0.98); 429s: {sim.rate_limited_count} (goal 0)",
+            flush=True,
+        )
+
+
+def memory_child(url: str, key: str, size: int, work: str) -> None:
+    recipients = segment(Path(work) / f"memory-{size}.jsonl", size)
+    summary = run_bulk(url, key, 1_000_000, recipients, work)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {"size": size, "sent": summary["sent"], "peak_mb": peak_kb / 1024, "s": summary["elapsed_s"]}
+        )
+    )
+
+
+def memory_case(work: Path) -> None:
+    simulator = subprocess.Popen(
+        [str(Path(sys.executable).with_name("autocalls-simulator")), "--port", "0", "--rate-limit", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert simulator.stdout is not None
+        banner = simulator.stdout.readline()
+        url, key = banner.split(" on ")[1].split(" ")[0], banner.rsplit("API key: ", 1)[1].rstrip(")\n")
+        peaks = {}
+        for size in (1_000, 10_000 if QUICK else 100_000):
+            out = subprocess.run(
+                [sys.executable, __file__, "--memory-child", url, key, str(size), str(work)],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=1800,
+            ).stdout
+            result = json.loads(out.strip().splitlines()[-1])
+            peaks[size] = result["peak_mb"]
+            print(
+                f"bulk memory: {size:,} rows: peak RSS {result['peak_mb']:.1f} MB ({result['s']:.0f} s)",
+                flush=True,
+            )
+        small, large = sorted(peaks)
+        difference = peaks[large] - peaks[small]
+        print(f"bulk memory: {large:,} vs {small:,} rows: +{difference:.1f} MB (goal < 20 MB)", flush=True)
+    finally:
+        simulator.terminate()
+        simulator.wait(timeout=10)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--memory-child"]:
+        memory_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+        return
+    with tempfile.TemporaryDirectory(prefix="autocalls-bench-") as tmp:
+        work = Path(tmp)
+        scale = 10 if QUICK else 1
+        rate_case(1_000 // scale, 5.0, work)
+        rate_case(5_000 // scale, 50.0, work)
+        memory_case(work)
+
+
+if __name__ == "__main__":
+    main()
