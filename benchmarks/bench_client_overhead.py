@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -29,7 +30,8 @@ def simulator(api_key: str) -> Iterator[str]:
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline()  # the CLI prints its URL once it is serving
+        ready = select.select([proc.stdout], [], [], 30)[0]  # the CLI prints its URL once serving
+        line = proc.stdout.readline() if ready else ""
         if " on " not in line:
             raise RuntimeError(f"the simulator did not start: {line!r}")
         yield line.split(" on ", 1)[1].split()[0]
@@ -66,7 +68,7 @@ def timed(send: Callable[[str], Any]) -> tuple[float, float]:
         if time.monotonic() > deadline:
             print(f"client overhead: stopped at the deadline after {done} sends")
             break
-    return done / (time.perf_counter() - started), 1000 * (time.process_time() - cpu) / done
+    return done / (time.perf_counter() - started), 1000 * (time.process_time() - cpu) / max(done, 1)
 
 
 def raw_run(url: str, api_key: str) -> tuple[tuple[float, float], int]:

@@ -102,7 +102,9 @@ def main() -> None:
     )
     package = Path(airflow_provider_autocalls.__file__).parent
     offenders = top_level_httpx_imports(package)
-    print(f"parse cost: our modules importing httpx at module level: {', '.join(offenders) or 'none'} (goal: none)")
+    print(
+        f"parse cost: our modules importing httpx at module level: {', '.join(offenders) or 'none'} (goal: none)"
+    )
 
 
 if __name__ == "__main__":

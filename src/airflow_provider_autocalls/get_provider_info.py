@@ -93,4 +93,20 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "notifications": ["airflow_provider_autocalls.notifications.autocalls.AutocallsNotifier"],
+        "config": {
+            "autocalls": {
+                "description": "The Autocalls provider.",
+                "options": {
+                    "ledger_location": {
+                        "description": "Where send operators keep their ledgers (write-ahead records that stop "
+                        "a retry from sending twice) and bulk reports: a folder or an object-storage URI "
+                        "(s3://, gs://, ...) every worker can see. Default: autocalls/ledger in the Airflow home.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "s3://my-bucket/autocalls-ledger",
+                        "default": None,
+                    }
+                },
+            }
+        },
     }
