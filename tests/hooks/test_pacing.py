@@ -76,6 +76,34 @@ def test_slots_are_evenly_spaced_without_bursts() -> None:
     assert all(gap == pytest.approx(0.0101, abs=1e-3) for gap in gaps)
 
 
+def test_the_gate_counts_requests_in_flight_and_answered_within_the_window() -> None:
+    pacer = Pacer(rate=3)
+    pacer._interval = 0  # look at the gate alone
+    assert [pacer._release() for _ in range(3)] == [0, 0, 0]
+    assert pacer._release() > 0  # three in flight: a fourth could make four in one second
+    pacer._done()  # one answered just now: it still counts for a second
+    assert pacer._release() == pytest.approx(1.0, abs=0.05)
+
+
+def test_a_stalled_event_loop_does_not_bunch_requests(make_conn: Callable[..., str], sim: AutocallsSimulator) -> None:
+    """Requests delayed by a stall and requests on time must not land in the same second."""
+    sim.rate_limit = 10
+    conn_id = make_conn(rate_limit=10)
+
+    async def stall() -> None:
+        for _ in range(4):
+            await asyncio.sleep(0.35)
+            time.sleep(0.25)  # a blocking call on the loop, as a busy triggerer has
+
+    async def calls() -> None:
+        hook = AutocallsHook(conn_id)
+        await asyncio.gather(stall(), *(hook.async_get_session_status(12, PHONE) for _ in range(25)))
+
+    asyncio.run(calls())
+    assert len(sim.requests) == 25
+    assert sim.rate_limited_count == 0
+
+
 def test_a_429_holds_back_every_caller_of_the_key() -> None:
     pacer = Pacer(rate=100)
     pacer.hold_off(2.0)

@@ -1,38 +1,56 @@
 """
-Client-side pacing: one evenly spaced limiter per (base URL, API key) per process.
+Client-side pacing: one limiter per (base URL, API key) per process.
 
-The API allows 5 requests/s per user and does not document its limiter, so requests are spaced at
-least ``1 / rate`` apart (no bursts) instead of mirroring a token bucket. Every hook of the process,
-and every trigger of a triggerer (they share its event loop), draws slots from the same
-:class:`Pacer`, so many callers slow down together instead of pushing the API past its limit.
+The API allows 5 requests/s per user and does not document its limiter, so the client assumes the
+strictest reading, a sliding one-second window, and keeps to it with two rules:
+
+- **Even spacing.** Requests leave at least ``1.01 / rate`` seconds apart, never in bursts. Callers
+  take numbered slots first, so they go in order.
+- **A window gate.** A request leaves only while fewer than ``rate`` requests are in flight or
+  were answered within the last second. A request answered at time *t* reached the API by *t*, so
+  the API never sees more than ``rate`` requests in one second. This holds even when a busy event
+  loop or a slow thread delays some requests and not others, which spacing alone cannot promise.
+
+Every hook of the process, and every trigger of a triggerer (they share its event loop), draws
+from the same :class:`Pacer`: many callers slow down together instead of pushing the API past its
+limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import math
 import threading
 import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
 from typing import Final
 
-# Slots are spaced this much wider than 1/rate: arrival times on the server jitter by a few
-# milliseconds, and a strict sliding window would count a squeezed pair as one request too many.
+# Spacing is this much wider than 1/rate, so that jitter between requests is absorbed.
 HEADROOM: Final = 1.01
+# How often a caller held by the gate looks again while every request is still in flight.
+_IN_FLIGHT_POLL: Final = 0.005
 
 
 class Pacer:
     """
-    Hands out evenly spaced send slots; safe across threads and asyncio tasks.
+    Hands out send permits under the rate limit; safe across threads and asyncio tasks.
 
-    A caller reserves the next free slot under a lock (never held while waiting), then sleeps
-    until it: ``time.sleep`` in a task, ``asyncio.sleep`` in a trigger.
+    Use ``with pacer.permit():`` around a request in a thread, ``async with pacer.async_permit():``
+    on an event loop. The lock is never held while waiting.
 
     :param rate: requests per second; ``0`` turns pacing off.
     """
 
     def __init__(self, rate: float) -> None:
         self._lock = threading.Lock()
-        self._next_free = 0.0
+        self._next_slot = 0.0
+        self._last_release = -math.inf
+        self._hold_until = 0.0
+        self._in_flight = 0
+        self._answered: deque[float] = deque()
         self.rate = rate
 
     @property
@@ -44,31 +62,78 @@ class Pacer:
         with self._lock:
             self._rate = rate
             self._interval = HEADROOM / rate if rate > 0 else 0.0
+            # Below 1 request/s the window that holds one request is longer than a second.
+            self._capacity = max(1, math.floor(rate))
+            self._window = max(1.0, 1.0 / rate) if rate > 0 else 0.0
 
     def reserve(self) -> float:
-        """Claim the next slot and return how many seconds from now it starts."""
+        """Take the next slot in line; return how many seconds from now it starts."""
         with self._lock:
             now = time.monotonic()
-            slot = max(now, self._next_free)
-            self._next_free = slot + self._interval
+            slot = max(now, self._next_slot, self._hold_until)
+            self._next_slot = slot + self._interval
             return slot - now
 
-    def hold_off(self, seconds: float) -> None:
-        """Give out no slot for ``seconds`` from now (the API answered 429 with ``Retry-After``)."""
+    def _release(self) -> float:
+        """Let this request go (return 0) or say how long to wait before asking again."""
         with self._lock:
-            self._next_free = max(self._next_free, time.monotonic() + seconds)
+            if self._rate <= 0:
+                return 0.0
+            now = time.monotonic()
+            while self._answered and self._answered[0] <= now - self._window:
+                self._answered.popleft()
+            wait = max(self._last_release + self._interval - now, self._hold_until - now)
+            if self._in_flight + len(self._answered) >= self._capacity:
+                oldest = self._answered[0] + self._window - now if self._answered else _IN_FLIGHT_POLL
+                wait = max(wait, oldest)
+            if wait > 0:
+                return wait
+            self._last_release = now
+            self._in_flight += 1
+            return 0.0
 
-    def wait(self) -> None:
-        """Block until this caller's slot."""
-        delay = self.reserve()
-        if delay > 0:
-            time.sleep(delay)
+    def _done(self) -> None:
+        with self._lock:
+            if self._rate > 0:
+                self._in_flight -= 1
+                self._answered.append(time.monotonic())
 
-    async def async_wait(self) -> None:
-        """Wait for this caller's slot without blocking the event loop."""
+    def hold_off(self, seconds: float) -> None:
+        """Let no request go for ``seconds`` from now (the API answered 429 with ``Retry-After``)."""
+        with self._lock:
+            until = time.monotonic() + seconds
+            self._hold_until = max(self._hold_until, until)
+            self._next_slot = max(self._next_slot, until)
+
+    @contextlib.contextmanager
+    def permit(self) -> Iterator[None]:
+        """Block until this request may go; count it as in flight until the block ends."""
         delay = self.reserve()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        while True:
+            if delay > 0:
+                time.sleep(delay)
+            delay = self._release()
+            if delay <= 0:
+                break
+        try:
+            yield
+        finally:
+            self._done()
+
+    @contextlib.asynccontextmanager
+    async def async_permit(self) -> AsyncIterator[None]:
+        """Wait, without blocking the event loop, until this request may go; count it while in flight."""
+        delay = self.reserve()
+        while True:
+            if delay > 0:
+                await asyncio.sleep(delay)
+            delay = self._release()
+            if delay <= 0:
+                break
+        try:
+            yield
+        finally:
+            self._done()
 
 
 _pacers: dict[tuple[str, str], Pacer] = {}

@@ -300,10 +300,12 @@ class AutocallsHook(BaseHook):
     def _attempt(self, request: ApiRequest) -> Any:
         import httpx
 
-        client = self.client  # built before the slot is taken: building it takes milliseconds
-        self.pacer.wait()
+        client = self.client  # built before the permit is taken: building it takes milliseconds
         try:
-            with client.stream(request.method, request.path, params=request.params, json=request.body) as r:
+            with (
+                self.pacer.permit(),
+                client.stream(request.method, request.path, params=request.params, json=request.body) as r,
+            ):
                 content = _read_capped(r.iter_bytes(), r.headers)
         except httpx.TransportError as exc:
             raise transport_failure(request, exc) from exc
@@ -318,11 +320,11 @@ class AutocallsHook(BaseHook):
         import httpx
 
         client, pacer = await self._async_client()
-        await pacer.async_wait()
         try:
-            async with client.stream(
-                request.method, request.path, params=request.params, json=request.body
-            ) as r:
+            async with (
+                pacer.async_permit(),
+                client.stream(request.method, request.path, params=request.params, json=request.body) as r,
+            ):
                 content = await _aread_capped(r.aiter_bytes(), r.headers)
         except httpx.TransportError as exc:
             raise transport_failure(request, exc) from exc
