@@ -10,7 +10,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(PYTHON) -m uv)
 # Tests and the demo use a throw-away Airflow home, never ~/airflow.
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: help venv test test-all lint typecheck unit demo bench lock clean
+.PHONY: help venv test test-all lint fmt typecheck unit demo bench lock clean
 
 help:
 	@echo "make test      ruff, mypy and pytest on Airflow $(AIRFLOW) (AIRFLOW=2.11.2 for the other)"
@@ -31,6 +31,10 @@ venv: $(BIN)/.installed
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+fmt: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 typecheck: venv
 	$(BIN)/mypy

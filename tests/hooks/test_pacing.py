@@ -85,7 +85,9 @@ def test_the_gate_counts_requests_in_flight_and_answered_within_the_window() -> 
     assert pacer._release() == pytest.approx(1.0, abs=0.05)
 
 
-def test_a_stalled_event_loop_does_not_bunch_requests(make_conn: Callable[..., str], sim: AutocallsSimulator) -> None:
+def test_a_stalled_event_loop_does_not_bunch_requests(
+    make_conn: Callable[..., str], sim: AutocallsSimulator
+) -> None:
     """Requests delayed by a stall and requests on time must not land in the same second."""
     sim.rate_limit = 10
     conn_id = make_conn(rate_limit=10)
