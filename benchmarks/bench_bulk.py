@@ -68,12 +68,36 @@ def rate_case(size: int, limit: float, work: Path) -> None:
 
 
 def memory_child(url: str, key: str, size: int, work: str) -> None:
+    import threading
+
     recipients = segment(Path(work) / f"memory-{size}.jsonl", size)
+    from airflow_provider_autocalls.operators.autocalls import BulkSendTemplateOperator  # noqa: F401 - loaded first
+
+    def rss_mb() -> float:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    # Peak RSS while sending, sampled: the process's lifetime peak is set by Airflow's imports.
+    before, peak, stop = rss_mb(), [0.0], threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.02):
+            peak[0] = max(peak[0], rss_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     summary = run_bulk(url, key, 1_000_000, recipients, work)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    stop.set()
+    sampler.join()
     print(
         json.dumps(
-            {"size": size, "sent": summary["sent"], "peak_mb": peak_kb / 1024, "s": summary["elapsed_s"]}
+            {
+                "size": size,
+                "sent": summary["sent"],
+                "peak_mb": max(peak[0], rss_mb()),
+                "before_mb": before,
+                "lifetime_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "s": summary["elapsed_s"],
+            }
         )
     )
 

@@ -54,11 +54,13 @@ class RecipientSource:
     :param recipients_file: a ``.csv``, ``.jsonl`` or ``.ndjson`` file.
     """
 
-    def __init__(self, recipients: Any = None, recipients_file: str | None = None) -> None:
+    def __init__(self, recipients: Any = None, recipients_file: Any = None) -> None:
         if (recipients is None) == (not recipients_file):
             raise AutocallsValidationError(
                 "recipients", "give exactly one of recipients and recipients_file."
             )
+        if recipients_file is not None and not isinstance(recipients_file, str):
+            recipients_file = str(recipients_file)  # an ObjectStoragePath or a pathlib.Path
         self.recipients = _as_list(recipients) if recipients is not None else None
         self.recipients_file = recipients_file
 

@@ -45,7 +45,7 @@ from airflow_provider_autocalls.ledger import (
 from airflow_provider_autocalls.validation import check_id, check_variables
 
 if TYPE_CHECKING:
-    from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.common.compat.sdk import Context, XComArg
 
 IF_SESSION_CLOSED = ("fail", "skip")
 
@@ -333,7 +333,7 @@ class BulkSendTemplateOperator(BaseOperator):
         sender_id: int | str,
         template_id: int | str,
         recipients: Any = None,
-        recipients_file: str | None = None,
+        recipients_file: str | XComArg | None = None,
         variables: Mapping[Any, Any] | None = None,
         on_invalid_row: Literal["fail", "skip"] = "fail",
         max_failures: float | None = None,
