@@ -124,7 +124,8 @@ def memory_case(work: Path) -> None:
             result = json.loads(out.strip().splitlines()[-1])
             peaks[size] = result["peak_mb"]
             print(
-                f"bulk memory: {size:,} rows: peak RSS {result['peak_mb']:.1f} MB ({result['s']:.0f} s)",
+                f"bulk memory: {size:,} rows: peak RSS while sending {result['peak_mb']:.1f} MB "
+                f"(before {result['before_mb']:.1f} MB; {result['sent']:,} sent in {result['s']:.0f} s)",
                 flush=True,
             )
         small, large = sorted(peaks)

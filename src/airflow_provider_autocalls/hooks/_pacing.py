@@ -4,7 +4,7 @@ Client-side pacing: one limiter per (base URL, API key) per process.
 The API allows 5 requests/s per user and does not document its limiter, so the client assumes the
 strictest reading, a sliding one-second window, and keeps to it with two rules:
 
-- **Even spacing.** Requests leave at least ``1.01 / rate`` seconds apart, never in bursts. Callers
+- **Even spacing.** Requests leave at least ``1 / rate`` seconds apart, never in bursts. Callers
   take numbered slots first, so they go in order.
 - **A window gate.** A request leaves only while fewer than ``rate`` requests are in flight or
   were answered within the last second. A request answered at time *t* reached the API by *t*, so
@@ -28,8 +28,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from typing import Final
 
-# Spacing is this much wider than 1/rate, so that jitter between requests is absorbed.
-HEADROOM: Final = 1.01
 # How often a caller held by the gate looks again while every request is still in flight.
 _IN_FLIGHT_POLL: Final = 0.005
 
@@ -61,7 +59,7 @@ class Pacer:
     def rate(self, rate: float) -> None:
         with self._lock:
             self._rate = rate
-            self._interval = HEADROOM / rate if rate > 0 else 0.0
+            self._interval = 1.0 / rate if rate > 0 else 0.0
             # Below 1 request/s the window that holds one request is longer than a second.
             self._capacity = max(1, math.floor(rate))
             self._window = max(1.0, 1.0 / rate) if rate > 0 else 0.0
