@@ -174,3 +174,35 @@ def test_a_retry_in_a_dag_run_does_not_send_twice(
     assert result.state == "success"
     assert result.tries["send"] == [("success", 2)]
     assert len(sim.delivered) == 1
+
+
+def test_a_record_after_a_torn_line_is_not_lost(tmp_path: Path) -> None:
+    ledger = ledger_for(context(), str(tmp_path))
+    assert ledger is not None
+    ledger.begin(PHONE)
+    ledger.close()
+    path = tmp_path / f"{instance_path(context()['ti'])}.ledger.jsonl"
+    with path.open("a") as f:
+        f.write('{"recipient": "+1415555')  # the crash tore this write
+    again = ledger_for(context(), str(tmp_path))
+    assert again is not None
+    again.finish(PHONE, State.UNKNOWN)
+    assert [r["state"] for r in again.records()] == ["started", "unknown"]
+
+
+def test_a_local_ledger_with_a_distributed_executor_is_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor")
+    with caplog.at_level("WARNING"):
+        ledger_for(context(), str(tmp_path))
+    assert "a folder only this worker sees" in caplog.text
+
+
+def test_a_missing_connection_leaves_no_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_AUTOCALLS_DEFAULT")
+    with pytest.raises(Exception, match="autocalls_default"):
+        op(tmp_path).execute(context())
+    ledger = ledger_for(context(), str(tmp_path))
+    assert ledger is not None
+    assert list(ledger.records()) == []

@@ -50,7 +50,7 @@ class AutocallsAPIError(AutocallsError):
     The API answered, and the answer is an error.
 
     :param message: what went wrong and what to do.
-    :param status_code: the HTTP status of the answer.
+    :param status_code: the HTTP status of the answer, or 0 when no answer came.
     :param error_code: the body's ``error_code`` (e.g. ``TEMPLATE_NOT_APPROVED``), or ``None``.
     :param response_body: the decoded JSON body, or the first characters of a body that is not JSON.
     """
@@ -69,6 +69,8 @@ class AutocallsAPIError(AutocallsError):
         super().__init__(message)
 
     def __str__(self) -> str:
+        if not self.status_code:  # no answer came (0): there is no status to show
+            return str(self.args[0])
         code = f" {self.error_code}" if self.error_code else ""
         return f"[HTTP {self.status_code}{code}] {self.args[0]}"
 

@@ -18,6 +18,7 @@ get one small object per record under the ledger's prefix.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -29,6 +30,9 @@ from airflow.providers.common.compat.sdk import conf, timezone
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+
+
+log = logging.getLogger(__name__)
 
 
 class State(StrEnum):
@@ -65,6 +69,9 @@ class _AppendLog:
     def append(self, record: Mapping[str, Any]) -> None:
         if self._file is None:
             self._file = self.path.open("a", encoding="utf-8")
+            if _ends_torn(self.path):
+                # End a line torn by a crash, or the next record would be glued to it and lost.
+                self._file.write("\n")
         self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -103,6 +110,14 @@ class _ObjectLog:
 
     def close(self) -> None:
         pass
+
+
+def _ends_torn(path: Path) -> bool:
+    with path.open("rb") as f:
+        if f.seek(0, os.SEEK_END) == 0:
+            return False
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
 
 
 def _decoded(lines: Any) -> Iterator[dict[str, Any]]:
@@ -179,7 +194,22 @@ def ledger_for(context: Context, location: str | None = None, suffix: str = "led
     ti = context.get("ti") if context else None
     if ti is None:
         return None
-    return Ledger(_open_log(location or default_location(), instance_path(ti), suffix))
+    location = location or default_location()
+    _warn_if_not_shared(location)
+    return Ledger(_open_log(location, instance_path(ti), suffix))
+
+
+def _warn_if_not_shared(location: str) -> None:
+    executor = str(conf.get("core", "executor", fallback="") or "")
+    local_executor = not executor or any(name in executor for name in ("Local", "Sequential", "Debug"))
+    if not local_executor and ("://" not in location or location.startswith("file://")):
+        log.warning(
+            "The Autocalls ledger is in %s, a folder only this worker sees, but the executor is %s: a "
+            "retry on another worker cannot see what this one sent. Set [autocalls] ledger_location (or "
+            "ledger_location=) to an object-storage URI every worker can reach.",
+            location,
+            executor,
+        )
 
 
 def instance_path(ti: Any) -> str:

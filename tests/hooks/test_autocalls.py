@@ -458,3 +458,26 @@ def test_a_retry_after_beyond_a_minute_is_not_waited_for(
     assert time.monotonic() - started < 5
     assert len(sim.requests) == 1
     assert hook.pacer.reserve() <= 60.5  # later calls wait at most the cap, not an hour
+
+
+def test_a_body_that_cannot_be_decoded_is_a_send_in_doubt(
+    hook: AutocallsHook, sim: AutocallsSimulator
+) -> None:
+    sim.inject(
+        Fault(
+            endpoint="send_template",
+            process=True,
+            status=200,
+            body="not gzip",
+            headers={"Content-Encoding": "gzip"},
+        )
+    )
+    with pytest.raises(SendOutcomeUnknownError, match="DecodingError"):
+        hook.send_template(12, 46, PHONE)
+    assert len(sim.delivered) == 1
+
+
+def test_a_read_whose_body_cannot_be_decoded_is_retried(hook: AutocallsHook, sim: AutocallsSimulator) -> None:
+    sim.inject(Fault(endpoint="senders", status=200, body="not gzip", headers={"Content-Encoding": "gzip"}))
+    assert hook.get_senders()
+    assert len(sim.requests) == 2

@@ -106,6 +106,27 @@ def test_a_stalled_event_loop_does_not_bunch_requests(
     assert sim.rate_limited_count == 0
 
 
+def test_callers_that_give_up_leave_no_phantom_queue() -> None:
+    pacer = Pacer(rate=5)
+
+    async def scenario() -> float:
+        waiting = [asyncio.ensure_future(_hold_permit(pacer)) for _ in range(50)]
+        await asyncio.sleep(0.05)
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        started = time.monotonic()
+        async with pacer.async_permit():
+            return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < 0.5  # not the 10 s the 50 abandoned slots would add
+
+
+async def _hold_permit(pacer: Pacer) -> None:
+    async with pacer.async_permit():
+        await asyncio.sleep(10)
+
+
 def test_a_429_holds_back_every_caller_of_the_key() -> None:
     pacer = Pacer(rate=100)
     pacer.hold_off(2.0)

@@ -62,6 +62,8 @@ def test_hook_arguments_win_over_connection_extras(
         ("https://a.example/api", {"rate_limit": True}, "rate_limit"),
         ("https://a.example/api", {"max_retries": -1}, "max_retries"),
         ("https://a.example/api", {"max_retries": "2.5"}, "max_retries"),
+        ("https://a.example/api", {"allow_insecure_http": "maybe"}, "allow_insecure_http"),
+        ("http://a.example/api", {"allow_insecure_http": "false"}, "host"),  # text "false" is false
     ],
 )
 def test_bad_connection_fields_are_refused_naming_the_field(
@@ -85,6 +87,10 @@ def test_plain_http_elsewhere_needs_an_explicit_opt_in() -> None:
     assert build(host="http://sim.internal/api/", extras={"allow_insecure_http": True}).base_url == (
         "http://sim.internal/api"
     )
+
+
+def test_scheme_and_host_are_normalised_so_one_api_gets_one_pacer() -> None:
+    assert build(host="HTTPS://App.AutoCalls.ai/api/").base_url == "https://app.autocalls.ai/api"
 
 
 def test_a_missing_key_is_refused_before_any_request() -> None:

@@ -242,3 +242,60 @@ def test_in_a_dag_run_from_a_csv_an_upstream_task_wrote(
     )
     assert run_dag(dag).state == "success"
     assert len(sim.delivered) == 2
+
+
+def test_a_broken_connection_stops_before_any_record(
+    tmp_path: Path, sim: AutocallsSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AUTOCALLS_DEFAULT", json.dumps({"conn_type": "autocalls", "host": sim.url})
+    )
+    recipients = [{"recipient_phone": p} for p in phones(3)]
+    with pytest.raises(AirflowFailException, match="no API key"):
+        bulk(tmp_path, recipients=recipients).execute(context())
+    assert list(tmp_path.rglob("*.jsonl")) == []  # no ledger record: a fixed connection sends to all
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AUTOCALLS_DEFAULT",
+        json.dumps({"conn_type": "autocalls", "host": sim.url, "password": sim.api_key}),
+    )
+    assert bulk(tmp_path, recipients=recipients).execute(context())["sent"] == 3
+
+
+def test_an_error_about_every_row_stops_and_the_stopped_row_is_reported(
+    tmp_path: Path, sim: AutocallsSimulator
+) -> None:
+    not_synced = '{"success": false, "error": "not synced", "error_code": "TEMPLATE_NOT_SYNCED"}'
+    sim.inject(Fault(endpoint="send_template", status=422, body=not_synced))
+    with pytest.raises(AirflowFailException, match="TEMPLATE_NOT_SYNCED"):
+        bulk(tmp_path, recipients=[{"recipient_phone": p} for p in phones(5)]).execute(context())
+    report = next(tmp_path.rglob("*.report.jsonl"))
+    rows = [json.loads(line) for line in report.read_text().splitlines()]
+    assert sorted(r["line"] for r in rows) == [1, 2, 3, 4, 5]  # every recipient accounted for
+    assert {r["status"] for r in rows} == {"skipped"}
+    assert (
+        bulk(tmp_path, recipients=[{"recipient_phone": p} for p in phones(5)]).execute(context())["sent"] == 5
+    )
+
+
+def test_sends_in_doubt_in_a_row_stop_the_run(tmp_path: Path, sim: AutocallsSimulator) -> None:
+    from airflow_provider_autocalls.exceptions import AutocallsServerError
+
+    sim.inject(Fault(endpoint="send_template", status=502, count=3))
+    with pytest.raises(AutocallsServerError, match="3 sends in a row"):
+        bulk(tmp_path, recipients=[{"recipient_phone": p} for p in phones(10)]).execute(context())
+    assert len(sim.requests) == 3
+    summary = bulk(tmp_path, recipients=[{"recipient_phone": p} for p in phones(10)]).execute(context())
+    assert (summary["unknown"], summary["sent"], summary["total"]) == (3, 7, 10)
+
+
+def test_max_failures_counts_the_failures_of_earlier_tries(tmp_path: Path, sim: AutocallsSimulator) -> None:
+    mismatch = '{"success": false, "error": "bad", "error_code": "TEMPLATE_MISMATCH"}'
+    offline = '{"success": false, "error": "off", "error_code": "SENDER_OFFLINE"}'
+    sim.inject(Fault(endpoint="send_template", status=422, body=mismatch))
+    sim.inject(Fault(endpoint="send_template", status=422, body=offline))
+    recipients = [{"recipient_phone": p} for p in phones(5)]
+    with pytest.raises(SenderOfflineError):
+        bulk(tmp_path, recipients=recipients, max_failures=1).execute(context())
+    sim.inject(Fault(endpoint="send_template", status=422, body=mismatch))
+    with pytest.raises(AirflowFailException, match="2 recipients failed, more than max_failures=1"):
+        bulk(tmp_path, recipients=recipients, max_failures=1).execute(context())

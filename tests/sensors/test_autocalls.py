@@ -248,3 +248,10 @@ def test_a_deferral_timeout_is_the_usual_sensor_failure(soft_fail: bool) -> None
     wait = sensor(deferrable=True, soft_fail=soft_fail)
     with pytest.raises(AirflowSkipException if soft_fail else expected):
         wait.resume_execution("__fail__", {"error": error}, {})
+
+
+def test_deferrable_first_check_honours_soft_fail(sim: AutocallsSimulator) -> None:
+    with pytest.raises(AirflowSkipException):
+        sensor(deferrable=True, soft_fail=True, sender_id=999).execute({})
+    with pytest.raises(AirflowFailException):
+        sensor(deferrable=True, sender_id=999).execute({})

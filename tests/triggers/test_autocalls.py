@@ -133,3 +133,16 @@ def test_many_triggers_share_the_limit_and_slow_down_instead_of_causing_429(
 )
 def test_error_from_event_never_fails_on_odd_events(payload: dict[str, Any], cls: str) -> None:
     assert type(error_from_event({"status": "error", **payload})).__name__ == cls
+
+
+def test_internal_error_classes_travel_as_their_retryable_public_parent() -> None:
+    from airflow_provider_autocalls.exceptions import AutocallsServerError, RateLimitError
+    from airflow_provider_autocalls.hooks._answers import RateLimited, TransientReadError
+    from airflow_provider_autocalls.triggers.autocalls import error_event
+
+    lost = error_from_event(error_event(TransientReadError("answer lost", status_code=0)))
+    assert type(lost) is AutocallsServerError
+    assert lost.retryable
+    limited = error_from_event(error_event(RateLimited("429", retry_after=1, status_code=429)))
+    assert type(limited) is RateLimitError
+    assert limited.retryable

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-import weakref
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -25,9 +24,9 @@ if TYPE_CHECKING:
 # Connecting should fail fast even when an answer may take long: a refused connect is safe to retry.
 MAX_CONNECT_TIMEOUT: Final = 10.0
 
-_async_clients: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[ClientSettings, httpx.AsyncClient]
-] = weakref.WeakKeyDictionary()
+# Keyed by loop; entries of closed loops are dropped on the next lookup (a client holds its loop
+# alive through its connections, so a weak mapping would never let go of either).
+_async_clients: dict[asyncio.AbstractEventLoop, dict[ClientSettings, httpx.AsyncClient]] = {}
 _lock = threading.Lock()
 
 
@@ -65,6 +64,8 @@ def shared_async_client(settings: ClientSettings) -> httpx.AsyncClient:
 
     loop = asyncio.get_running_loop()
     with _lock:
+        for closed in [other for other in _async_clients if other.is_closed()]:
+            del _async_clients[closed]
         clients = _async_clients.setdefault(loop, {})
         client = clients.get(settings)
         if client is None or client.is_closed:

@@ -48,6 +48,7 @@ class Pacer:
         self._last_release = -math.inf
         self._hold_until = 0.0
         self._in_flight = 0
+        self._waiting = 0
         self._answered: deque[float] = deque()
         self.rate = rate
 
@@ -68,8 +69,12 @@ class Pacer:
         """Take the next slot in line; return how many seconds from now it starts."""
         with self._lock:
             now = time.monotonic()
-            slot = max(now, self._next_slot, self._hold_until)
+            # Callers that gave up (a cancelled trigger) leave their slots behind; the queue of
+            # live callers never reaches further than one interval each.
+            horizon = max(now, self._last_release) + self._waiting * self._interval
+            slot = max(now, min(self._next_slot, horizon), self._hold_until)
             self._next_slot = slot + self._interval
+            self._waiting += 1
             return slot - now
 
     def _release(self) -> float:
@@ -82,13 +87,19 @@ class Pacer:
                 self._answered.popleft()
             wait = max(self._last_release + self._interval - now, self._hold_until - now)
             if self._in_flight + len(self._answered) >= self._capacity:
-                oldest = self._answered[0] + self._window - now if self._answered else _IN_FLIGHT_POLL
-                wait = max(wait, oldest)
+                # Every permit is in flight: look again after a while, not in a tight loop.
+                poll = max(_IN_FLIGHT_POLL, self._interval / 4)
+                wait = max(wait, self._answered[0] + self._window - now if self._answered else poll)
             if wait > 0:
                 return wait
             self._last_release = now
             self._in_flight += 1
+            self._waiting -= 1
             return 0.0
+
+    def _give_up(self) -> None:
+        with self._lock:
+            self._waiting -= 1
 
     def _done(self) -> None:
         with self._lock:
@@ -107,12 +118,16 @@ class Pacer:
     def permit(self) -> Iterator[None]:
         """Block until this request may go; count it as in flight until the block ends."""
         delay = self.reserve()
-        while True:
-            if delay > 0:
-                time.sleep(delay)
-            delay = self._release()
-            if delay <= 0:
-                break
+        try:
+            while True:
+                if delay > 0:
+                    time.sleep(delay)
+                delay = self._release()
+                if delay <= 0:
+                    break
+        except BaseException:
+            self._give_up()
+            raise
         try:
             yield
         finally:
@@ -122,12 +137,16 @@ class Pacer:
     async def async_permit(self) -> AsyncIterator[None]:
         """Wait, without blocking the event loop, until this request may go; count it while in flight."""
         delay = self.reserve()
-        while True:
-            if delay > 0:
-                await asyncio.sleep(delay)
-            delay = self._release()
-            if delay <= 0:
-                break
+        try:
+            while True:
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                delay = self._release()
+                if delay <= 0:
+                    break
+        except BaseException:  # cancelled while waiting: the slot is given back
+            self._give_up()
+            raise
         try:
             yield
         finally:

@@ -83,7 +83,7 @@ def build_settings(
             f"connection {conn_id!r} has no API key. Put the Autocalls API key in its password field.",
         )
     return ClientSettings(
-        base_url=_check_base_url(host or DEFAULT_BASE_URL, bool(values.get("allow_insecure_http", False))),
+        base_url=_check_base_url(host or DEFAULT_BASE_URL, _flag(values.get("allow_insecure_http", False))),
         api_key=password,
         timeout=_positive_number(values.get("timeout", DEFAULT_TIMEOUT), "timeout"),
         rate_limit=_positive_number(values.get("rate_limit", DEFAULT_RATE_LIMIT), "rate_limit"),
@@ -110,7 +110,20 @@ def _check_base_url(url: str, allow_insecure_http: bool) -> str:
             f"plain http:// would send the API key unencrypted to {parts.hostname}. Use https://, or set the "
             "extra allow_insecure_http to true if this network is trusted.",
         )
-    return url
+    # One API, one pacer: the scheme and host are case-insensitive, the path is not.
+    return parts._replace(scheme=parts.scheme.lower(), netloc=parts.netloc.lower()).geturl()
+
+
+def _flag(value: Any, name: str = "allow_insecure_http") -> bool:
+    """A boolean extra; text from a URI or JSON is read strictly ("false" must never mean True)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", ""):
+        return False
+    raise AutocallsValidationError(name, f"{value!r} is not true or false (connection extra {name!r}).")
 
 
 def _is_loopback(hostname: str) -> bool:
@@ -307,7 +320,7 @@ class AutocallsHook(BaseHook):
                 client.stream(request.method, request.path, params=request.params, json=request.body) as r,
             ):
                 content = _read_capped(r.iter_bytes(), r.headers)
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:  # transport errors, and a body that cannot be decoded
             raise transport_failure(request, exc) from exc
         return self._decode(request, r.status_code, r.headers, content, self.pacer)
 
@@ -326,7 +339,7 @@ class AutocallsHook(BaseHook):
                 client.stream(request.method, request.path, params=request.params, json=request.body) as r,
             ):
                 content = await _aread_capped(r.aiter_bytes(), r.headers)
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:  # transport errors, and a body that cannot be decoded
             raise transport_failure(request, exc) from exc
         return self._decode(request, r.status_code, r.headers, content, pacer)
 

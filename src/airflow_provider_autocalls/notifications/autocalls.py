@@ -111,7 +111,13 @@ class AutocallsNotifier(BaseNotifier):
         )
 
     async def async_notify(self, context: Context) -> None:
-        """Send the message without blocking the event loop (the triggerer calls this, e.g. for deadlines)."""
+        """
+        Send the message without blocking the event loop (the triggerer calls this, e.g. for deadlines).
+
+        .. note:: Airflow runs such callbacks as triggers, and a triggerer that dies while the send is
+            in flight runs the callback again when it restarts: there, a notification is at-least-once.
+            The send itself is never retried when its outcome is unknown.
+        """
         if self.message is not None:
             try:
                 await self.hook.async_send_freeform(self.sender_id, self.recipient_phone, self.message)

@@ -25,13 +25,13 @@ from airflow_provider_autocalls.bulk import (
     write_report,
 )
 from airflow_provider_autocalls.exceptions import (
-    AuthenticationError,
     AutocallsError,
+    AutocallsServerError,
     AutocallsValidationError,
-    NotFoundError,
+    InvalidPhoneError,
     SendOutcomeUnknownError,
     SessionExpiredError,
-    TemplateNotApprovedError,
+    TemplateMismatchError,
 )
 from airflow_provider_autocalls.hooks.autocalls import AutocallsHook
 from airflow_provider_autocalls.ledger import (
@@ -48,6 +48,17 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context, XComArg
 
 IF_SESSION_CLOSED = ("fail", "skip")
+
+
+#: Errors about one row (its phone, its variables): that row fails, the others go on.
+ROW_ERRORS = (InvalidPhoneError, TemplateMismatchError)
+#: Sends in a row that ended in doubt before a bulk send stops (the API is failing).
+MAX_IN_DOUBT_IN_A_ROW = 3
+
+
+def _connect(hook: AutocallsHook) -> None:
+    """Read the connection and build the client now, before anything is recorded as started."""
+    hook.get_conn()
 
 
 def _in_doubt(error: BaseException) -> bool:
@@ -114,6 +125,8 @@ class _AutocallsSendOperator(BaseOperator):
                 "not sent again automatically: check the conversation in the Autocalls dashboard, and to send "
                 f"anyway remove the ledger {ledger.location}."
             )
+        with fail_fast_unless_retryable():
+            _connect(self.hook)  # a missing or broken connection must not leave a write-ahead record
         ledger.begin(recipient)
         try:
             result = self._send_and_describe()
@@ -366,12 +379,16 @@ class BulkSendTemplateOperator(BaseOperator):
     def hook(self) -> AutocallsHook:
         return AutocallsHook(autocalls_conn_id=self.autocalls_conn_id)
 
+    def _connect(self) -> None:
+        _connect(self.hook)
+
     def execute(self, context: Context) -> dict[str, Any]:
         with fail_fast_unless_retryable():
             sender_id = check_id(self.sender_id, "sender_id")
             template_id = check_id(self.template_id, "template_id")
             shared = check_variables(self.variables)
             source = RecipientSource(self.recipients, self.recipients_file)
+            self._connect()
         location = self.ledger_location or default_location()
         ledger = ledger_for(context, location, suffix="bulk.jsonl")
         if ledger is None:
@@ -397,9 +414,9 @@ class BulkSendTemplateOperator(BaseOperator):
         location: str,
     ) -> dict[str, Any]:
         started = time.monotonic()
-        done = self._earlier_outcomes(ledger)
         first_line, invalid, duplicates = self._check_all(source, shared, skipped)
-        to_send = sum(1 for key, line in first_line.items() if key not in done)
+        done = self._earlier_outcomes(ledger, first_line)
+        to_send = sum(1 for key in first_line if key not in done)
         self.log.info(
             "%d valid recipients (%d invalid, %d duplicates), %d already handled by earlier tries; sending to %d.",
             len(first_line),
@@ -410,7 +427,9 @@ class BulkSendTemplateOperator(BaseOperator):
         )
         progress = Progress(to_send, self.log.info, self.progress_interval)
         stop: BaseException | None = None
-        failures = 0
+        # Failures of earlier tries count too: max_failures is about the task instance, not one try.
+        failures = sum(1 for key in first_line if done.get(key) in (State.FAILED, State.UNKNOWN))
+        in_doubt_in_a_row = 0
         limit = self._failure_limit(len(first_line))
         for line, raw in source:
             row = self._sendable(line, raw, shared, first_line, done)
@@ -420,11 +439,22 @@ class BulkSendTemplateOperator(BaseOperator):
                 skipped.add(row.line, row.phone, f"not attempted: the task stopped ({type(stop).__name__})")
                 continue
             status, stop = self._send_one(ledger, row, sender_id, template_id)
+            if status == State.RELEASED:
+                skipped.add(row.line, row.phone, f"not attempted: the task stopped ({type(stop).__name__})")
+                continue
             progress.count(status)
             failures += status in (State.FAILED, State.UNKNOWN)
+            in_doubt_in_a_row = in_doubt_in_a_row + 1 if status == State.UNKNOWN else 0
             if stop is None and limit is not None and failures > limit:
                 stop = AirflowFailException(
                     f"{failures} recipients failed, more than max_failures={self.max_failures}."
+                )
+            if stop is None and in_doubt_in_a_row >= MAX_IN_DOUBT_IN_A_ROW:
+                # The API is failing: every further send would be one more message in doubt.
+                stop = AutocallsServerError(
+                    f"{in_doubt_in_a_row} sends in a row ended without a readable answer; stopping so that no "
+                    "more messages end in doubt. A retry of the task resumes with the recipients not yet sent to.",
+                    status_code=0,
                 )
         progress.finish()
         report = open_location(location, f"{instance_path(context['ti'])}.report.{self.report_format}")
@@ -446,7 +476,7 @@ class BulkSendTemplateOperator(BaseOperator):
             raise stop
         return summary
 
-    def _earlier_outcomes(self, ledger: Ledger) -> dict[int, State]:
+    def _earlier_outcomes(self, ledger: Ledger, first_line: dict[int, int]) -> dict[int, State]:
         """What earlier tries did; a send that started but never finished becomes ``unknown``."""
         states: dict[int, State] = {}
         for record in ledger.records():
@@ -454,7 +484,12 @@ class BulkSendTemplateOperator(BaseOperator):
         for key, state in states.items():
             if state == State.STARTED:
                 states[key] = State.UNKNOWN
-                ledger.finish(f"+{key}", State.UNKNOWN, reason="an earlier try stopped during this send")
+                ledger.finish(
+                    f"+{key}",
+                    State.UNKNOWN,
+                    line=first_line.get(key),
+                    reason="an earlier try stopped during this send; it may have been delivered",
+                )
         return {key: state for key, state in states.items() if state.final}
 
     def _check_all(
@@ -511,17 +546,18 @@ class BulkSendTemplateOperator(BaseOperator):
         except SendOutcomeUnknownError as error:
             ledger.finish(row.phone, State.UNKNOWN, line=row.line, reason=str(error))
             return State.UNKNOWN, None
-        except (AuthenticationError, NotFoundError, TemplateNotApprovedError) as error:
-            # Every other recipient would fail the same way: stop, fail the task.
-            ledger.finish(row.phone, State.RELEASED)
-            return State.RELEASED, AirflowFailException(f"{type(error).__name__}: {error}")
-        except AutocallsError as error:
-            if error.retryable:  # nothing was sent and it may pass: stop, let Airflow retry the rest
-                ledger.finish(row.phone, State.RELEASED)
-                return State.RELEASED, error
-            code = getattr(error, "error_code", None) or type(error).__name__
-            ledger.finish(row.phone, State.FAILED, line=row.line, error_code=code, reason=str(error))
+        except ROW_ERRORS as error:
+            ledger.finish(
+                row.phone, State.FAILED, line=row.line, error_code=error.error_code, reason=str(error)
+            )
             return State.FAILED, None
+        except AutocallsError as error:
+            # Not about this row: every other recipient would get the same answer. Nothing was sent;
+            # stop, and retry later (sender offline, no balance, API unreachable) or fail now.
+            ledger.finish(row.phone, State.RELEASED)
+            return State.RELEASED, error if error.retryable else AirflowFailException(
+                f"{type(error).__name__}: {error}"
+            )
         except BaseException:
             ledger.finish(row.phone, State.UNKNOWN, line=row.line, reason="interrupted during the send")
             raise

@@ -7,7 +7,13 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.providers.common.compat.sdk import (
+    AirflowFailException,
+    AirflowSkipException,
+    BaseSensorOperator,
+    PokeReturnValue,
+    conf,
+)
 
 from airflow_provider_autocalls._task_errors import fail_fast_unless_retryable
 from airflow_provider_autocalls.hooks.autocalls import AutocallsHook
@@ -90,12 +96,18 @@ class SessionOpenSensor(BaseSensorOperator):
         if not self.deferrable:
             return super().execute(context)
         # Check once first: no deferral (and no triggerer round trip) when the window is ready now.
-        first = self.poke(context)
+        try:
+            first = self.poke(context)
+            with fail_fast_unless_retryable():
+                sender_id = check_id(self.sender_id, "sender_id")
+                recipient_phone = check_phone(self.recipient_phone)
+        except AirflowFailException as failure:
+            # What BaseSensorOperator does for a poke that fails, which this first check bypasses.
+            if self.soft_fail or getattr(self, "never_fail", False):
+                raise AirflowSkipException(f"Skipping, as soft_fail is set: {failure}") from failure
+            raise
         if first.is_done:
             return first.xcom_value
-        with fail_fast_unless_retryable():
-            sender_id = check_id(self.sender_id, "sender_id")
-            recipient_phone = check_phone(self.recipient_phone)
         moment = self._moment()
         self.defer(
             trigger=SessionOpenTrigger(

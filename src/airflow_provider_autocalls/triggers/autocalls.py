@@ -87,9 +87,11 @@ class SessionOpenTrigger(BaseTrigger):
 
 def error_event(error: AutocallsError) -> dict[str, Any]:
     """A JSON event that carries the error to the task (events are serialised, never pickled)."""
+    # Internal subclasses (a lost answer, one 429) travel as their public parent class.
+    public = next(cls for cls in type(error).__mro__ if getattr(exceptions, cls.__name__, None) is cls)
     return {
         "status": "error",
-        "error_type": type(error).__name__,
+        "error_type": public.__name__,
         "message": error.args[0] if error.args else str(error),
         "status_code": getattr(error, "status_code", None),
         "error_code": getattr(error, "error_code", None),
