@@ -10,13 +10,14 @@ UV := $(shell command -v uv 2>/dev/null || echo $(PYTHON) -m uv)
 # Tests and the demo use a throw-away Airflow home, never ~/airflow.
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: help venv test test-all lint fmt typecheck unit demo bench lock clean
+.PHONY: help venv test test-all lint fmt typecheck unit demo bench bench-smoke soak lock clean
 
 help:
 	@echo "make test      ruff, mypy and pytest on Airflow $(AIRFLOW) (AIRFLOW=2.11.2 for the other)"
 	@echo "make test-all  the same on every supported Airflow: $(AIRFLOW_VERSIONS)"
 	@echo "make demo      an example DAG end to end against the bundled simulator (no API key)"
-	@echo "make bench     the benchmarks in benchmarks/, each printing its figures"
+	@echo "make bench     the benchmarks in benchmarks/, each printing its figures (bench-smoke: a short run)"
+	@echo "make soak      10,000 messages with faults and a SIGKILL; SOAK_N=1000 for a short one"
 	@echo "make lock      re-pin constraints/ after a dependency change"
 
 $(BIN)/.installed: $(LOCK) pyproject.toml
@@ -52,6 +53,19 @@ demo: venv
 
 bench: venv
 	@set -e; for b in benchmarks/bench_*.py; do $(BIN)/python $$b; done
+
+# A short run of every benchmark, so none of them rots (CI runs this; the figures mean little).
+bench-smoke: venv
+	$(BIN)/python benchmarks/bench_pacing.py 6
+	$(BIN)/python benchmarks/bench_client_overhead.py 100
+	$(BIN)/python benchmarks/bench_parse_cost.py 2
+	$(BIN)/python benchmarks/bench_triggerer.py 4
+	$(BIN)/python benchmarks/bench_bulk.py --quick
+
+# 10,000 messages with ~5 % faults, a SIGKILL of the worker and retries; checks the accounting.
+SOAK_N ?= 10000
+soak: venv
+	$(BIN)/python scripts/soak.py $(SOAK_N)
 
 lock:
 	@set -e; for v in $(AIRFLOW_VERSIONS); do \

@@ -1493,3 +1493,14 @@ def test_fixtures_clean_up_after_the_test(pytester: pytest.Pytester) -> None:
     assert os.environ.get("AIRFLOW_CONN_AUTOCALLS_DEFAULT") == before
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), timeout=2):
         pass
+
+
+def test_a_fault_with_a_probability_hits_about_that_share_of_requests() -> None:
+    with AutocallsSimulator(rate_limit=0) as sim:
+        sim.inject(Fault(endpoint="senders", status=503, probability=0.2, count=1000))
+        with httpx.Client(base_url=sim.url, headers={"Authorization": f"Bearer {sim.api_key}"}) as client:
+            statuses = [client.get("/user/whatsapp/senders").status_code for _ in range(300)]
+        assert 30 <= statuses.count(503) <= 90
+        assert statuses.count(200) == 300 - statuses.count(503)
+    with pytest.raises(ValueError, match="probability"):
+        Fault(probability=0)

@@ -58,6 +58,8 @@ class Fault:
     :param drop: close the connection without any response.
     :param delay: seconds to sleep before answering (after processing when it happens).
     :param count: how many matching requests the fault applies to.
+    :param probability: the chance that a matching request gets the fault (soak tests spread
+        faults at random this way; the draws are seeded, so a run can be repeated).
     """
 
     endpoint: str | None = None
@@ -68,6 +70,7 @@ class Fault:
     drop: bool = False
     delay: float = 0.0
     count: int = 1
+    probability: float = 1.0
 
     def __post_init__(self) -> None:
         if self.endpoint is not None and self.endpoint not in ENDPOINTS:
@@ -78,6 +81,8 @@ class Fault:
             raise ValueError("delay must be >= 0")
         if self.count < 1:
             raise ValueError("count must be >= 1")
+        if not 0 < self.probability <= 1:
+            raise ValueError("probability must be in (0, 1]")
 
     @property
     def processes(self) -> bool:
@@ -380,6 +385,7 @@ def fault_from_json(data: Any) -> Fault:
         "drop": lambda v: isinstance(v, bool),
         "delay": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
         "count": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "probability": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
     }
     for name, value in data.items():
         if not checks[name](value):

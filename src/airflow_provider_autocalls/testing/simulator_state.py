@@ -7,6 +7,7 @@ Everything that changes state runs under :attr:`SimulatorState.lock`; the HTTP l
 from __future__ import annotations
 
 import copy
+import random
 import secrets
 import threading
 import time
@@ -76,6 +77,7 @@ class SimulatorState:
         self.records: list[dict[str, Any]] = []
         self.delivered: list[dict[str, Any]] = []
         self.faults: deque[list[Any]] = deque()  # [fault, remaining count]
+        self.random = random.Random(0)  # draws for probabilistic faults: repeatable runs
         self.balance: int | None = None
         self.rate_limited_count = 0
         self.limiter.clear()
@@ -254,6 +256,8 @@ class SimulatorState:
         for entry in self.faults:
             fault: Fault = entry[0]
             if fault.endpoint is None or fault.endpoint == endpoint:
+                if fault.probability < 1 and self.random.random() >= fault.probability:
+                    continue
                 entry[1] -= 1
                 if entry[1] <= 0:
                     self.faults.remove(entry)
