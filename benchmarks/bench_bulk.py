@@ -103,19 +103,13 @@ def memory_child(url: str, key: str, size: int, work: str) -> None:
 
 
 def memory_case(work: Path) -> None:
-    simulator = subprocess.Popen(
-        [str(Path(sys.executable).with_name("autocalls-simulator")), "--port", "0", "--rate-limit", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert simulator.stdout is not None
-        banner = simulator.stdout.readline()
-        url, key = banner.split(" on ")[1].split(" ")[0], banner.rsplit("API key: ", 1)[1].rstrip(")\n")
+    from airflow_provider_autocalls.testing.process import simulator_process
+
+    with simulator_process(rate_limit=0) as url:
         peaks = {}
         for size in (1_000, 10_000 if QUICK else 100_000):
             out = subprocess.run(
-                [sys.executable, __file__, "--memory-child", url, key, str(size), str(work)],
+                [sys.executable, __file__, "--memory-child", url, "sim-key", str(size), str(work)],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -131,9 +125,6 @@ def memory_case(work: Path) -> None:
         small, large = sorted(peaks)
         difference = peaks[large] - peaks[small]
         print(f"bulk memory: {large:,} vs {small:,} rows: +{difference:.1f} MB (goal < 20 MB)", flush=True)
-    finally:
-        simulator.terminate()
-        simulator.wait(timeout=10)
 
 
 def main() -> None:

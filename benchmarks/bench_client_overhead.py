@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import select
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from airflow_provider_autocalls.testing.process import simulator_process
 
 SENDS = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
 RATE = 500.0
@@ -24,24 +24,9 @@ BODY = {"sender_id": 12, "template_id": 46}
 
 @contextmanager
 def simulator(api_key: str) -> Iterator[str]:
-    """An ``autocalls-simulator`` process; yields its base URL and always stops it."""
-    command = [sys.executable, "-m", "airflow_provider_autocalls.testing.cli", "--port", "0"]
-    command += ["--rate-limit", str(RATE), "--api-key", api_key]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        ready = select.select([proc.stdout], [], [], 30)[0]  # the CLI prints its URL once serving
-        line = proc.stdout.readline() if ready else ""
-        if " on " not in line:
-            raise RuntimeError(f"the simulator did not start: {line!r}")
-        yield line.split(" on ", 1)[1].split()[0]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """A simulator process limited to RATE; yields its base URL and always stops it."""
+    with simulator_process(rate_limit=RATE, api_key=api_key) as url:
+        yield url
 
 
 def state(url: str) -> dict[str, Any]:

@@ -14,8 +14,6 @@ import collections
 import json
 import os
 import resource
-import select
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -23,6 +21,8 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+
+from airflow_provider_autocalls.testing.process import simulator_process
 
 DURATION = float(sys.argv[1]) if len(sys.argv) > 1 else 30.0
 TRIGGERS, RATE, KEY, SETTLE, OPENED = 1000, 5.0, "triggerer-key", 3.0, 10
@@ -92,16 +92,7 @@ async def bench(root: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    command = [sys.executable, "-m", "airflow_provider_autocalls.testing.cli", "--port", "0"]
-    proc = subprocess.Popen(
-        [*command, "--rate-limit", str(RATE), "--api-key", KEY], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline() if select.select([proc.stdout], [], [], 30)[0] else ""
-        if " on " not in line:
-            raise RuntimeError(f"the simulator did not start: {line!r}")
-        url = line.split(" on ", 1)[1].split()[0]
+    with simulator_process(rate_limit=RATE, api_key=KEY) as url:
         root = url.removesuffix("/api")
         os.environ["AIRFLOW_CONN_AUTOCALLS_DEFAULT"] = json.dumps(
             {"conn_type": "autocalls", "host": url, "password": KEY, "extra": {"rate_limit": RATE}}
@@ -110,13 +101,6 @@ def main() -> None:
         result = asyncio.run(bench(root))
         requests = control(root, "GET", "requests")["requests"]
         refused = control(root, "GET", "state")["rate_limited"]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
     arrivals = sorted(datetime.fromisoformat(r["at"]).timestamp() for r in requests)
     accepted = sorted(datetime.fromisoformat(r["at"]).timestamp() for r in requests if r["status"] != 429)

@@ -82,19 +82,10 @@ def write_recipients(path: Path) -> int:
 
 
 def main() -> int:
-    simulator_bin = str(Path(sys.executable).with_name("autocalls-simulator"))
-    simulator = subprocess.Popen(
-        [simulator_bin, "--port", "0", "--rate-limit", str(RATE)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert simulator.stdout is not None
-        banner = simulator.stdout.readline()
-        url = banner.split(" on ")[1].split(" ")[0]
-        key = banner.rsplit("API key: ", 1)[1].rstrip(")\n")
-        return soak(url, key)
-    finally:
-        simulator.terminate()
-        simulator.wait(timeout=10)
+    from airflow_provider_autocalls.testing.process import simulator_process
+
+    with simulator_process(rate_limit=RATE) as url:
+        return soak(url, "sim-key")
 
 
 def soak(url: str, key: str) -> int:
