@@ -10,13 +10,14 @@ UV := $(shell command -v uv 2>/dev/null || echo $(PYTHON) -m uv)
 # Tests and the demo use a throw-away Airflow home, never ~/airflow.
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: help venv test test-all lint fmt typecheck unit demo bench bench-smoke soak lock clean
+.PHONY: help venv test test-all lint fmt typecheck unit demo bench bench-smoke soak reliability lock clean
 
 help:
 	@echo "make test      ruff, mypy and pytest on Airflow $(AIRFLOW) (AIRFLOW=2.11.2 for the other)"
 	@echo "make test-all  the same on every supported Airflow: $(AIRFLOW_VERSIONS)"
 	@echo "make demo      an example DAG end to end against the bundled simulator (no API key)"
 	@echo "make bench     the benchmarks in benchmarks/, each printing its figures (bench-smoke: a short run)"
+	@echo "make reliability  every endpoint x every fault against the simulator; writes docs/reliability.md"
 	@echo "make soak      10,000 messages with faults and a SIGKILL; SOAK_N=1000 for a short one"
 	@echo "make lock      re-pin constraints/ after a dependency change"
 
@@ -61,6 +62,10 @@ bench-smoke: venv
 	$(BIN)/python benchmarks/bench_parse_cost.py 2
 	$(BIN)/python benchmarks/bench_triggerer.py 4
 	$(BIN)/python benchmarks/bench_bulk.py --quick
+
+# The fault matrix (tests/reliability/test_fault_matrix.py) and docs/reliability.md from what it saw.
+reliability: venv
+	$(BIN)/python scripts/reliability_table.py
 
 # 10,000 messages with ~5 % faults, a SIGKILL of the worker and retries; checks the accounting.
 SOAK_N ?= 10000

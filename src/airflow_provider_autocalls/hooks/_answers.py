@@ -120,7 +120,7 @@ def decode_answer(request: ApiRequest, status: int, headers: Mapping[str, str], 
     :raises AutocallsAPIError: (a subclass) for every other error answer.
     """
     body = _json_or_none(content) if content is not None else None
-    if 200 <= status < 300 and isinstance(body, dict) and body.get("success", True) is not False:
+    if 200 <= status < 300 and _is_success(request, body):
         return body
     error_code = body.get("error_code") if isinstance(body, dict) else None
     error_code = error_code if isinstance(error_code, str) else None
@@ -162,6 +162,16 @@ def decode_answer(request: ApiRequest, status: int, headers: Mapping[str, str], 
         status_code=status,
         error_code=error_code,
         response_body=shown_body,
+    )
+
+
+def _is_success(request: ApiRequest, body: Any) -> bool:
+    if not isinstance(body, dict) or body.get("success", True) is False:
+        return False
+    # A send counts as done only on an answer that says so: anything else at that URL (a proxy's
+    # page, a wrong base path) must not be taken for a delivered message.
+    return (
+        request.kind is Kind.READ or body.get("success") is True or isinstance(body.get("message_sid"), str)
     )
 
 
