@@ -532,7 +532,7 @@ def _count_attempts(hook: AutocallsHook) -> list[int]:
         counter[0] += 1
         return attempt(request)
 
-    vars(hook)["_attempt"] = counted
+    hook.__dict__["_attempt"] = counted
     return counter
 
 

@@ -175,7 +175,11 @@ def test_senders_status_all_includes_offline_senders(api: httpx.Client) -> None:
     assert api.get(SENDERS, params={"status": "all"}).json() == {"data": [SENDER_12, SENDER_15]}
 
 
-@pytest.mark.parametrize("status", ["offline", "ONLINE", "any"])
+def test_senders_status_offline_lists_only_offline_senders(api: httpx.Client) -> None:
+    assert api.get(SENDERS, params={"status": "offline"}).json() == {"data": [SENDER_15]}
+
+
+@pytest.mark.parametrize("status", ["ONLINE", "any"])
 def test_senders_refuse_other_status_values(api: httpx.Client, status: str) -> None:
     response = api.get(SENDERS, params={"status": status})
     assert response.status_code == 422

@@ -93,7 +93,13 @@ def build_settings(
 
 def _check_base_url(url: str, allow_insecure_http: bool) -> str:
     url = url.strip().rstrip("/")
-    parts = urlsplit(url)
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise AutocallsValidationError("host", f"{url!r} contains spaces or control characters; remove them.")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise AutocallsValidationError("host", f"{url!r} is not a valid URL ({exc}).") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise AutocallsValidationError(
             "host",

@@ -11,6 +11,13 @@ from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS
 
 from airflow_provider_autocalls.exceptions import SessionExpiredError
 from airflow_provider_autocalls.hooks.autocalls import AutocallsHook
+from airflow_provider_autocalls.validation import (
+    check_id,
+    check_message,
+    check_phone,
+    check_recipient_name,
+    check_variables,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -92,8 +99,20 @@ class AutocallsNotifier(BaseNotifier):
             raise ValueError("AutocallsNotifier needs a message, a template_id, or both.")
         return self.template_id
 
+    def _check(self) -> None:
+        """Check every rendered field before any request, whichever message ends up being sent."""
+        check_id(self.sender_id, "sender_id")
+        check_phone(self.recipient_phone)
+        if self.message is not None:
+            check_message(self.message)
+        if self.template_id is not None:
+            check_id(self.template_id, "template_id")
+        check_variables(self.variables)
+        check_recipient_name(self.recipient_name)
+
     def notify(self, context: Context) -> None:
         """Send the message (Airflow calls this for task and DAG callbacks)."""
+        self._check()
         if self.message is not None:
             try:
                 self.hook.send_freeform(self.sender_id, self.recipient_phone, self.message)
@@ -118,6 +137,7 @@ class AutocallsNotifier(BaseNotifier):
             in flight runs the callback again when it restarts: there, a notification is at-least-once.
             The send itself is never retried when its outcome is unknown.
         """
+        self._check()
         if self.message is not None:
             try:
                 await self.hook.async_send_freeform(self.sender_id, self.recipient_phone, self.message)

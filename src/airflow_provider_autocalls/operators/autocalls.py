@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
@@ -361,7 +362,12 @@ class BulkSendTemplateOperator(BaseOperator):
             raise ValueError(f"on_invalid_row must be 'fail' or 'skip', got {on_invalid_row!r}.")
         if report_format not in ("jsonl", "csv"):
             raise ValueError(f"report_format must be 'jsonl' or 'csv', got {report_format!r}.")
-        if max_failures is not None and (isinstance(max_failures, bool) or max_failures < 0):
+        if max_failures is not None and (
+            isinstance(max_failures, bool)
+            or not isinstance(max_failures, int | float)
+            or not math.isfinite(max_failures)
+            or max_failures < 0
+        ):
             raise ValueError(f"max_failures must be a count, a fraction or None, got {max_failures!r}.")
         self.sender_id = sender_id
         self.template_id = template_id
@@ -414,7 +420,8 @@ class BulkSendTemplateOperator(BaseOperator):
         location: str,
     ) -> dict[str, Any]:
         started = time.monotonic()
-        first_line, invalid, duplicates = self._check_all(source, shared, skipped)
+        with fail_fast_unless_retryable():  # a missing or unreadable file stays so on every retry
+            first_line, invalid, duplicates = self._check_all(source, shared, skipped)
         done = self._earlier_outcomes(ledger, first_line)
         to_send = sum(1 for key in first_line if key not in done)
         self.log.info(

@@ -85,9 +85,10 @@ class SessionOpenSensor(BaseSensorOperator):
             return parse_moment(self.replied_after)
 
     def poke(self, context: Context) -> PokeReturnValue:
+        moment = self._moment()  # checked before any request, like every other input
         with fail_fast_unless_retryable():
             status = self.hook.get_session_status(self.sender_id, self.recipient_phone)
-        done = is_ready(status, self._moment())
+        done = is_ready(status, moment)
         if not done:
             self.log.info("The window with %s is not ready yet.", self.recipient_phone)
         return PokeReturnValue(is_done=done, xcom_value=status)

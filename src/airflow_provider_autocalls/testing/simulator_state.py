@@ -285,9 +285,9 @@ class SimulatorState:
 
     def _senders(self, query: dict[str, str]) -> Response:
         status = query.get("status") or "online"
-        if status not in ("online", "all"):
+        if status not in ("online", "offline", "all"):
             return validation_error({"status": ["The selected status is invalid."]})
-        data = [s.as_json() for s in self.senders.values() if status == "all" or s.status == "online"]
+        data = [s.as_json() for s in self.senders.values() if status in ("all", s.status)]
         return json_response(200, {"data": data})
 
     def _templates(self, sender_segment: str, query: dict[str, str]) -> Response:
