@@ -385,16 +385,13 @@ class BulkSendTemplateOperator(BaseOperator):
     def hook(self) -> AutocallsHook:
         return AutocallsHook(autocalls_conn_id=self.autocalls_conn_id)
 
-    def _connect(self) -> None:
-        _connect(self.hook)
-
     def execute(self, context: Context) -> dict[str, Any]:
         with fail_fast_unless_retryable():
             sender_id = check_id(self.sender_id, "sender_id")
             template_id = check_id(self.template_id, "template_id")
             shared = check_variables(self.variables)
             source = RecipientSource(self.recipients, self.recipients_file)
-            self._connect()
+            _connect(self.hook)
         location = self.ledger_location or default_location()
         ledger = ledger_for(context, location, suffix="bulk.jsonl")
         if ledger is None:
