@@ -10,12 +10,13 @@ UV := $(shell command -v uv 2>/dev/null || echo $(PYTHON) -m uv)
 # Tests and the demo use a throw-away Airflow home, never ~/airflow.
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: help venv test test-all lint fmt typecheck unit demo bench bench-smoke soak reliability lock clean
+.PHONY: help venv test test-all lint fmt typecheck unit demo e2e bench bench-smoke soak reliability lock clean
 
 help:
 	@echo "make test      ruff, mypy and pytest on Airflow $(AIRFLOW) (AIRFLOW=2.11.2 for the other)"
 	@echo "make test-all  the same on every supported Airflow: $(AIRFLOW_VERSIONS)"
 	@echo "make demo      an example DAG end to end against the bundled simulator (no API key)"
+	@echo "make e2e       Airflow 3 on PostgreSQL (scheduler, triggerer, ...), faults, and the UI in Chromium"
 	@echo "make bench     the benchmarks in benchmarks/, each printing its figures (bench-smoke: a short run)"
 	@echo "make reliability  every endpoint x every fault against the simulator; writes docs/reliability.md"
 	@echo "make soak      10,000 messages with faults and a SIGKILL; SOAK_N=1000 for a short one"
@@ -52,6 +53,11 @@ test-all:
 demo: venv
 	$(BIN)/python scripts/demo.py
 
+# A real deployment: needs root (or the packages already there) for Debian's postgresql and chromium.
+e2e:
+	$(MAKE) --no-print-directory venv AIRFLOW=3.3.2
+	.venv/airflow-3.3.2/bin/python -m e2e
+
 bench: venv
 	@set -e; for b in benchmarks/bench_*.py; do $(BIN)/python $$b; done
 
@@ -74,7 +80,7 @@ soak: venv
 
 lock:
 	@set -e; for v in $(AIRFLOW_VERSIONS); do \
-	  $(UV) pip compile -q --python-version 3.11 --extra dev --extra bench pyproject.toml constraints/airflow-$$v.in \
+	  $(UV) pip compile -q --python-version 3.11 --extra dev --extra bench --extra e2e pyproject.toml constraints/airflow-$$v.in \
 	    -o constraints/airflow-$$v.txt --custom-compile-command "make lock"; done
 
 clean:

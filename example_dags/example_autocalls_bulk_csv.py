@@ -22,7 +22,7 @@ with DAG(
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    params={"segment_size": 25},
+    params={"segment_size": 25, "date": "Monday"},
     tags=["example", "autocalls"],
 ):
 
@@ -43,7 +43,7 @@ with DAG(
         sender_id=12,
         template_id=45,
         recipients_file=export_segment(),
-        variables={"date": "{{ ds }}", "time": "10:00"},
+        variables={"date": "{{ params.date }}", "time": "10:00"},
         on_invalid_row="skip",
         max_failures=0.05,
     )

@@ -3,6 +3,7 @@ Example 2: send a template, wait (deferred) for the customer's reply, then follo
 
 A template opens the 24-hour window by itself, so the sensor waits for a message from the
 customer *after* the template went out: ``replied_after`` is the template task's ``sent_at``.
+The texts use params, not ``ds``: an Airflow 3 run triggered without a logical date has no ``ds``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ with DAG(
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    params={"phone": "+14155550123", "name": "Ada"},
+    params={"phone": "+14155550123", "name": "Ada", "date": "Monday"},
     tags=["example", "autocalls"],
 ):
     remind = SendTemplateOperator(
@@ -28,7 +29,7 @@ with DAG(
         template_id=45,
         recipient_phone="{{ params.phone }}",
         recipient_name="{{ params.name }}",
-        variables={"name": "{{ params.name }}", "date": "{{ ds }}", "time": "10:00"},
+        variables={"name": "{{ params.name }}", "date": "{{ params.date }}", "time": "10:00"},
     )
     wait_for_reply = SessionOpenSensor(
         task_id="wait_for_reply",
@@ -43,7 +44,7 @@ with DAG(
         task_id="follow_up",
         sender_id=12,
         recipient_phone="{{ params.phone }}",
-        message="Thanks {{ params.name }}! See you on {{ ds }}.",
+        message="Thanks {{ params.name }}! See you on {{ params.date }}.",
     )
     remind >> wait_for_reply >> follow_up
 # [END howto_autocalls_reply_followup]

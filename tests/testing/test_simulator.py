@@ -1149,7 +1149,8 @@ def test_fault_validates_its_fields(kwargs: dict[str, Any], match: str) -> None:
 
 def test_control_inbound_and_advance(sim: AutocallsSimulator, api: httpx.Client, ctl: httpx.Client) -> None:
     response = ctl.post("/_sim/inbound", json={"sender_id": 12, "recipient_phone": PHONE, "name": "Zoe"})
-    assert (response.status_code, response.json()) == (200, {"ok": True})
+    assert (response.status_code, response.json()["ok"]) == (200, True)
+    assert abs(parse_iso(response.json()["at"]) - sim.now()) < timedelta(seconds=5)
     assert session(api)["customer_name"] == "Zoe"
     moved = ctl.post("/_sim/advance", json={"seconds": 86400})
     assert moved.status_code == 200

@@ -451,6 +451,8 @@ def _control(sim: AutocallsSimulator, method: str, path: str, payload: Any) -> R
                 data.get("text") or "Hi",
                 data.get("name"),
             )
+            # When the customer wrote, by the simulator's clock: what a later message is compared to.
+            return json_response(200, {"ok": True, "at": sim.now().isoformat()})
         elif name == "advance":
             return json_response(200, {"now": sim.advance(_need(data, "seconds", int | float)).isoformat()})
         elif name == "faults":

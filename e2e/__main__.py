@@ -1,0 +1,385 @@
+"""
+`make e2e`: the provider on a real Airflow 3 deployment, one command, nothing but package registries.
+
+PostgreSQL from Debian's packages; Airflow's api-server, scheduler (LocalExecutor), dag-processor
+and triggerer as processes of their own on 127.0.0.1; the simulator in place of the Autocalls API.
+Then, through Airflow's REST API:
+
+1. example 2 (template -> deferred wait for the reply -> follow-up), the simulator playing the
+   customer once the trigger is polling in the triggerer;
+2. the same with the triggerer SIGKILLed while the sensor is deferred, then started again;
+3. the same with the scheduler SIGKILLed while the sensor is deferred, then started again;
+4. example 3 mapped over 50 recipients;
+5. the provider in ``airflow providers list`` and in ``/api/v2/providers``;
+6. the connection form in headless Chromium.
+
+Every stage prints its time; everything started is stopped at the end, pass or fail, and the
+logs of each component stay in build/e2e/logs. Exits 1 if any check fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from e2e.airflow_api import AirflowAPI
+from e2e.browser import CHROMIUM, check_connection_form, wrong_key
+from e2e.deployment import ADMIN_USER, Deployment, Postgres, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "build" / "e2e"
+FOLLOWUP_DAG = "example_autocalls_reply_followup"
+SEGMENT_DAG = "example_autocalls_segment"
+SEGMENT_SIZE = 50
+PACKAGE = "airflow-provider-autocalls"
+# The example polls every 30 s, as a real wait would; here the customer answers within seconds.
+POKE_INTERVAL = 2
+
+stage_times: dict[str, float] = {}
+results: dict[str, Any] = {}
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    print(f"\n=== {name}", flush=True)
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        stage_times[name] = time.monotonic() - started
+        print(f"=== {name}: {stage_times[name]:.1f} s", flush=True)
+
+
+def ensure_system_packages() -> None:
+    """PostgreSQL's server and Chromium from Debian's packages, installed when missing."""
+    missing = []
+    try:
+        Postgres.find_bindir()
+    except RuntimeError:
+        missing.append("postgresql")
+    if not Path(CHROMIUM).exists():
+        missing.append("chromium")
+    if not missing:
+        print("PostgreSQL and Chromium are installed.")
+        return
+    if os.geteuid() != 0:
+        raise RuntimeError(
+            f"missing Debian packages {missing}: run 'sudo apt-get install {' '.join(missing)}'"
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    print(f"Installed {', '.join(missing)}.")
+
+
+def deployment_dags() -> dict[str, str]:
+    sources = {}
+    for dag_id in (FOLLOWUP_DAG, SEGMENT_DAG):
+        source = (ROOT / "example_dags" / f"{dag_id}.py").read_text()
+        if dag_id == FOLLOWUP_DAG:
+            assert "poke_interval=30" in source, "example 2 no longer polls every 30 s; update e2e"
+            source = source.replace("poke_interval=30", f"poke_interval={POKE_INTERVAL}")
+        sources[f"{dag_id}.py"] = source
+    return sources
+
+
+def when(moment: str) -> datetime:
+    return datetime.fromisoformat(moment.replace("Z", "+00:00"))
+
+
+def session_checks(d: Deployment, phone: str) -> list[dict[str, Any]]:
+    requests = d.sim("GET", "requests")["requests"]
+    return [
+        r
+        for r in requests
+        if r["endpoint"] == "session_status" and r["query"].get("recipient_phone") == phone
+    ]
+
+
+def reply_followup(
+    api: AirflowAPI, d: Deployment, phone: str, while_deferred: Callable[[], dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """
+    One run of example 2 for ``phone``; checks it and returns its timeline.
+
+    ``while_deferred`` runs once the trigger is polling; it must make the customer reply (so the
+    fault scenarios can choose when) and returns what it wants recorded.
+    """
+    started = time.time()
+    run_id = api.trigger(FOLLOWUP_DAG, {"phone": phone, "name": "Ada", "date": "Monday"})
+    api.wait_task_state(FOLLOWUP_DAG, run_id, "send_reminder", "success", timeout=180)
+    ti = api.wait_task_state(FOLLOWUP_DAG, run_id, "wait_for_reply", "deferred", timeout=120)
+    deferred_at = time.time()
+    classpath = ti["trigger"]["classpath"]
+    assert classpath.endswith("triggers.autocalls.SessionOpenTrigger"), classpath
+
+    def claimed() -> dict[str, Any] | None:
+        ti = api.task_instance(FOLLOWUP_DAG, run_id, "wait_for_reply")
+        job = ti.get("triggerer_job") or {}
+        return (
+            ti if ti["trigger"] and ti["trigger"]["triggerer_id"] and job.get("state") == "running" else None
+        )
+
+    ti = wait_until(claimed, timeout=60, what="a triggerer to take the trigger")
+    triggerer_job = ti["trigger"]["triggerer_id"]
+    # The sensor checks once before deferring; more checks come from the trigger, in the triggerer.
+    wait_until(lambda: len(session_checks(d, phone)) >= 2, timeout=60, what="the trigger's first poll")
+    polling_at = time.time()
+    print(f"  {run_id}: deferred, trigger {ti['trigger']['id']} running in triggerer job {triggerer_job}")
+
+    fault = while_deferred() if while_deferred else {}
+    reply_at = fault.pop("reply_at", None) or reply(d, phone)
+    state = api.wait_run(FOLLOWUP_DAG, run_id, timeout=240)
+    finished_at = time.time()
+    assert state == "success", f"run {run_id} ended {state}"
+
+    messages = [m for m in d.delivered() if m["recipient_phone"] == phone]
+    kinds = [m["kind"] for m in messages]
+    assert kinds == ["template", "freeform"], f"{phone} got {kinds}, expected one template then one follow-up"
+    template_at, followup_at = when(messages[0]["at"]), when(messages[1]["at"])
+    assert template_at < when(reply_at) < followup_at, "the follow-up did not come after the reply"
+    tis = {t["task_id"]: t for t in api.task_instances(FOLLOWUP_DAG, run_id)}
+    sensor = tis["wait_for_reply"]
+    fault_times = {f"{name.removesuffix('_at')} (fault)": moment for name, moment in fault.items()}
+    polls = [when(r["at"]).timestamp() for r in session_checks(d, phone)]
+    if fault:  # who polled for the reply while the component was down, and after it came back
+        polls_seen = {
+            "while_down": sum(fault["killed_at"] <= t < fault["restarted_at"] for t in polls),
+            "after_restart": sum(t >= fault["restarted_at"] for t in polls),
+        }
+        print(
+            f"  trigger polls for the reply: {polls_seen['while_down']} while down, {polls_seen['after_restart']} after"
+        )
+    print(
+        f"  {phone}: {kinds}, follow-up {(followup_at - when(reply_at)).total_seconds():.1f} s after the reply"
+    )
+    return {
+        "run_id": run_id,
+        "phone": phone,
+        "state": state,
+        "messages": kinds,
+        "tries": {task: t["try_number"] for task, t in tis.items()},
+        "timeline_s": _in_order(
+            {
+                "template delivered": round(template_at.timestamp() - started, 2),
+                "sensor deferred (seen by API)": round(deferred_at - started, 2),
+                "trigger polling in triggerer": round(polling_at - started, 2),
+                "customer replied": round(when(reply_at).timestamp() - started, 2),
+                "sensor success (end_date)": round(when(sensor["end_date"]).timestamp() - started, 2),
+                "follow-up delivered": round(followup_at.timestamp() - started, 2),
+                "run success (seen by API)": round(finished_at - started, 2),
+                **{name: round(moment - started, 2) for name, moment in fault_times.items()},
+            }
+        ),
+        "triggerer_job_at_deferral": triggerer_job,
+        "polls": polls_seen if fault else {"total": len(polls)},
+    }
+
+
+def _in_order(timeline: dict[str, float]) -> dict[str, float]:
+    return dict(sorted(timeline.items(), key=lambda item: item[1]))
+
+
+def reply(d: Deployment, phone: str) -> str:
+    """The customer answers; returns when, by the simulator's clock."""
+    return str(
+        d.sim("POST", "inbound", {"sender_id": 12, "recipient_phone": phone, "text": "Yes, see you!"})["at"]
+    )
+
+
+def kill_and_restart(
+    d: Deployment, component: str, phone: str, api: AirflowAPI
+) -> Callable[[], dict[str, Any]]:
+    """SIGKILL ``component`` while the sensor is deferred; the customer replies while it is down."""
+
+    def fault() -> dict[str, Any]:
+        killed_at = time.time()
+        d.kill(component)
+        print(f"  SIGKILLed the {component} (and its children)")
+        reply_at = reply(d, phone)
+        time.sleep(3)  # the reply waits with nothing of the component to notice it
+        d.start(component)
+        restarted_at = time.time()
+        print(f"  restarted the {component}")
+        api.wait_healthy((component.replace("-", "_"),), timeout=90)
+        return {"reply_at": reply_at, "killed_at": killed_at, "restarted_at": restarted_at}
+
+    return fault
+
+
+def mapped_segment(api: AirflowAPI, d: Deployment) -> dict[str, Any]:
+    run_id = api.trigger(SEGMENT_DAG, {"segment_size": SEGMENT_SIZE})
+    state = api.wait_run(SEGMENT_DAG, run_id, timeout=420)
+    assert state == "success", f"run {run_id} ended {state}"
+    tis = [t for t in api.task_instances(SEGMENT_DAG, run_id) if t["task_id"] == "send_offer"]
+    phones = [f"+1415555{i:04d}" for i in range(SEGMENT_SIZE)]
+    delivered = [m for m in d.delivered() if m["recipient_phone"] in phones]
+    per_phone = {p: sum(m["recipient_phone"] == p for m in delivered) for p in phones}
+    duplicates = {p: n for p, n in per_phone.items() if n > 1}
+    missing = [p for p, n in per_phone.items() if n == 0]
+    print(
+        f"  {len(tis)} mapped task instances; {len(delivered)} messages to {len(set(per_phone))} recipients"
+    )
+    assert len(tis) == SEGMENT_SIZE, f"{len(tis)} mapped task instances, expected {SEGMENT_SIZE}"
+    assert all(t["state"] == "success" for t in tis), "not every mapped send succeeded"
+    assert not duplicates, f"duplicate messages: {duplicates}"
+    assert not missing, f"no message for {missing}"
+    assert len({m["text"] for m in delivered}) == SEGMENT_SIZE, "the messages are not 50 distinct texts"
+    return {"run_id": run_id, "mapped": len(tis), "messages": len(delivered), "duplicates": 0}
+
+
+def providers(api: AirflowAPI, d: Deployment) -> dict[str, Any]:
+    listed = d.airflow("providers", "list", "--output", "json")
+    cli = next(p for p in json.loads(listed) if p["package_name"] == PACKAGE)
+    api_listing = api.get("/providers", limit=100)["providers"]
+    rest = next(p for p in api_listing if p["package_name"] == PACKAGE)
+    print(f"  airflow providers list: {cli['package_name']} {cli['version']}; /providers: {rest['version']}")
+    return {"cli": cli["version"], "api": rest["version"]}
+
+
+def browser(api: AirflowAPI, d: Deployment) -> dict[str, Any]:
+    report = check_connection_form(d.api_url, ADMIN_USER, d.admin_password, d.sim_url, d.sim_key, OUT)
+    print(f"  labels: {report.labels}")
+    for label in (
+        "Base URL",
+        "API key",
+        "Timeout (seconds)",
+        "Rate limit (requests per second)",
+        "Max retries",
+    ):
+        assert label in report.labels, f"the form does not show {label!r}"
+    for label in ("Host", "Login", "Password", "Port", "Schema"):
+        assert label not in report.labels, f"the form shows the meaningless field {label!r}"
+    assert report.placeholders["host"].startswith("https://app.autocalls.ai/api"), report.placeholders
+    assert report.placeholders["password"] == "Autocalls API key", report.placeholders
+    outcome: dict[str, Any] = {"labels": report.labels, "placeholders": report.placeholders}
+    right, wrong = report.outcomes
+    for test, should_pass in ((right, True), (wrong, False)):
+        if test.hit_upstream_port_bug:
+            # Airflow 3.3.2's Test button cannot test a connection without a port (any type);
+            # check our answer through the same endpoint, as the fixed UI will call it.
+            answer = test.api_check["body"]
+            print(
+                f"  {test.connection_id}: Test button -> {test.toast!r} (Airflow's port bug, apache/airflow#73298)"
+            )
+        else:
+            answer = {"status": "Successful" in test.toast, "message": test.toast}
+        print(f"  {test.connection_id}: {answer}")
+        assert answer["status"] is should_pass, f"{test.connection_id}: {answer}"
+        if not should_pass:
+            assert "API key" in answer["message"], f"the failure does not say what to fix: {answer}"
+            assert wrong_key(d.sim_key) not in answer["message"], "the failure shows the key"
+        outcome[test.connection_id] = {
+            "toast": test.toast,
+            "answer": answer,
+            "upstream_port_bug": test.hit_upstream_port_bug,
+        }
+    return outcome
+
+
+def main() -> int:
+    started = time.monotonic()
+    OUT.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    failed = False
+    d: Deployment | None = None
+    api: AirflowAPI | None = None
+    try:
+        with stage("system packages (Debian: postgresql, chromium)"):
+            ensure_system_packages()
+        d = Deployment(OUT / "work", OUT / "logs", deployment_dags())
+        with stage("PostgreSQL: cluster and database"):
+            d.postgres.start()
+            print(f"  PostgreSQL on 127.0.0.1:{d.postgres.port}")
+        with stage("airflow db migrate"):
+            d.airflow("db", "migrate")
+        with stage("start simulator, api-server, scheduler, dag-processor, triggerer"):
+            d.start_simulator()
+            d.airflow(
+                "connections", "add", "autocalls_default", "--conn-type", "autocalls",
+                "--conn-host", f"{d.sim_url}/api", "--conn-password", d.sim_key,
+            )  # fmt: skip
+            for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
+                d.start(component)
+            api = AirflowAPI(d.api_url, ADMIN_USER, d.admin_password)
+            wait_until(api.login, timeout=120, what="the api-server to sign us in")
+            api.wait_healthy(("metadatabase", "scheduler", "triggerer", "dag_processor"), timeout=120)
+            for dag_id in (FOLLOWUP_DAG, SEGMENT_DAG):
+                api.wait_dag(dag_id, timeout=120)
+            print(f"  Airflow on {d.api_url}, simulator on {d.sim_url}")
+        with stage("providers: CLI and REST API"):
+            results["providers"] = providers(api, d)
+        with stage("example 2: template -> deferred -> reply -> follow-up"):
+            results["reply_followup"] = reply_followup(api, d, "+14155559001")
+        with stage("example 2 with the triggerer SIGKILLed while deferred"):
+            phone = "+14155559002"
+            results["triggerer_kill"] = reply_followup(
+                api, d, phone, kill_and_restart(d, "triggerer", phone, api)
+            )
+            killed = results["triggerer_kill"]["polls"]
+            assert killed["while_down"] == 0, "something polled while the triggerer was down"
+            assert killed["after_restart"] >= 1, "the restarted triggerer did not take the trigger over"
+        with stage("example 2 with the scheduler SIGKILLed while deferred"):
+            phone = "+14155559003"
+            results["scheduler_kill"] = reply_followup(
+                api, d, phone, kill_and_restart(d, "scheduler", phone, api)
+            )
+        with stage(f"example 3 mapped over {SEGMENT_SIZE} recipients"):
+            results["segment"] = mapped_segment(api, d)
+        with stage("connection form in headless Chromium"):
+            results["browser"] = browser(api, d)
+    except BaseException:
+        failed = True
+        traceback.print_exc()
+        print(f"\nFAILED; the logs of every component are in {OUT / 'logs'}", flush=True)
+    finally:
+        if api is not None:
+            api.close()
+        if d is not None:
+            with stage("stop everything"):
+                problems = d.stop()
+                for problem in problems:
+                    print(f"  {problem}")
+                failed |= bool(problems)
+                results["cleanup_problems"] = problems
+    total = time.monotonic() - started
+    print("\nStage times:")
+    for name, seconds in stage_times.items():
+        print(f"  {seconds:6.1f} s  {name}")
+    print(f"  {total:6.1f} s  in all")
+    for key in ("reply_followup", "triggerer_kill", "scheduler_kill"):
+        if key in results:
+            print(f"\n{key} timeline (s after the trigger call):")
+            for event, seconds in results[key]["timeline_s"].items():
+                print(f"  {seconds:6.2f}  {event}")
+    summary = {"stage_times_s": {k: round(v, 1) for k, v in stage_times.items()}, "total_s": round(total, 1)}
+    (OUT / "summary.json").write_text(json.dumps({**summary, **results}, indent=2, default=str))
+    if not failed:  # on a failure the Airflow home and DAG files stay for reading, next to the logs
+        shutil.rmtree(OUT / "work", ignore_errors=True)
+    print("\ne2e: " + ("FAILED" if failed else "all checks passed") + f" in {total:.0f} s")
+    return 1 if failed else 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
