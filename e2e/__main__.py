@@ -251,7 +251,11 @@ def providers(api: AirflowAPI, d: Deployment) -> dict[str, Any]:
     api_listing = api.get("/providers", limit=100)["providers"]
     rest = next(p for p in api_listing if p["package_name"] == PACKAGE)
     print(f"  airflow providers list: {cli['package_name']} {cli['version']}; /providers: {rest['version']}")
-    return {"cli": cli["version"], "api": rest["version"]}
+    # The way to test a connection that the UI's Test button can't on Airflow 3.3.2 (see browser.py).
+    tested = d.airflow("connections", "test", "autocalls_default").strip().splitlines()[-1]
+    print(f"  airflow connections test autocalls_default: {tested}")
+    assert "success" in tested.lower(), tested
+    return {"cli": cli["version"], "api": rest["version"], "connections_test": tested}
 
 
 def browser(api: AirflowAPI, d: Deployment) -> dict[str, Any]:
@@ -324,7 +328,7 @@ def main() -> int:
             for dag_id in (FOLLOWUP_DAG, SEGMENT_DAG):
                 api.wait_dag(dag_id, timeout=120)
             print(f"  Airflow on {d.api_url}, simulator on {d.sim_url}")
-        with stage("providers: CLI and REST API"):
+        with stage("providers and connection test: CLI and REST API"):
             results["providers"] = providers(api, d)
         with stage("example 2: template -> deferred -> reply -> follow-up"):
             results["reply_followup"] = reply_followup(api, d, "+14155559001")
