@@ -36,7 +36,7 @@ from typing import Any
 
 from e2e.airflow_api import AirflowAPI
 from e2e.browser import CHROMIUM, check_connection_form, wrong_key
-from e2e.deployment import ADMIN_USER, Deployment, Postgres, wait_until
+from e2e.deployment import ADMIN_USER, Deployment, Postgres, clean_up_earlier_runs, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "build" / "e2e"
@@ -46,6 +46,8 @@ SEGMENT_SIZE = 50
 PACKAGE = "airflow-provider-autocalls"
 # The example polls every 30 s, as a real wait would; here the customer answers within seconds.
 POKE_INTERVAL = 2
+TIME_LIMIT = 600  # the run's promise: under 10 minutes, cleanup included
+JOB_TYPES = {"scheduler": "SchedulerJob", "triggerer": "TriggererJob"}
 
 stage_times: dict[str, float] = {}
 results: dict[str, Any] = {}
@@ -79,6 +81,10 @@ def ensure_system_packages() -> None:
             f"missing Debian packages {missing}: run 'sudo apt-get install {' '.join(missing)}'"
         )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if "postgresql" in missing:  # only our own throw-away cluster; not Debian's default one on 5432
+        conf = Path("/etc/postgresql-common/createcluster.d")
+        conf.mkdir(parents=True, exist_ok=True)
+        (conf / "autocalls-e2e.conf").write_text("create_main_cluster = false\n")
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
     subprocess.run(
         ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
@@ -157,6 +163,7 @@ def reply_followup(
     assert template_at < when(reply_at) < followup_at, "the follow-up did not come after the reply"
     tis = {t["task_id"]: t for t in api.task_instances(FOLLOWUP_DAG, run_id)}
     sensor = tis["wait_for_reply"]
+    new_job = fault.pop("new_job", None)
     fault_times = {f"{name.removesuffix('_at')} (fault)": moment for name, moment in fault.items()}
     polls = [when(r["at"]).timestamp() for r in session_checks(d, phone)]
     if fault:  # who polled for the reply while the component was down, and after it came back
@@ -189,6 +196,7 @@ def reply_followup(
             }
         ),
         "triggerer_job_at_deferral": triggerer_job,
+        "restarted_job": new_job,
         "polls": polls_seen if fault else {"total": len(polls)},
     }
 
@@ -210,16 +218,26 @@ def kill_and_restart(
     """SIGKILL ``component`` while the sensor is deferred; the customer replies while it is down."""
 
     def fault() -> dict[str, Any]:
-        killed_at = time.time()
         d.kill(component)
+        killed_at = time.time()  # after the kill: a poll in flight before it is not "while down"
         print(f"  SIGKILLed the {component} (and its children)")
         reply_at = reply(d, phone)
         time.sleep(3)  # the reply waits with nothing of the component to notice it
-        d.start(component)
         restarted_at = time.time()
-        print(f"  restarted the {component}")
-        api.wait_healthy((component.replace("-", "_"),), timeout=90)
-        return {"reply_at": reply_at, "killed_at": killed_at, "restarted_at": restarted_at}
+        d.start(component)
+
+        def new_job() -> dict[str, Any] | None:
+            job = api.newest_job(JOB_TYPES[component])
+            return job if job and when(job["start_date"]).timestamp() >= restarted_at - 1 else None
+
+        job = wait_until(new_job, timeout=90, what=f"the restarted {component} to heartbeat")
+        print(f"  restarted the {component}: job {job['id']}")
+        return {
+            "reply_at": reply_at,
+            "killed_at": killed_at,
+            "restarted_at": restarted_at,
+            "new_job": job["id"],
+        }
 
     return fault
 
@@ -247,9 +265,11 @@ def mapped_segment(api: AirflowAPI, d: Deployment) -> dict[str, Any]:
 
 def providers(api: AirflowAPI, d: Deployment) -> dict[str, Any]:
     listed = d.airflow("providers", "list", "--output", "json")
-    cli = next(p for p in json.loads(listed) if p["package_name"] == PACKAGE)
+    cli = next((p for p in json.loads(listed) if p["package_name"] == PACKAGE), None)
+    assert cli, f"{PACKAGE} is not in 'airflow providers list'"
     api_listing = api.get("/providers", limit=100)["providers"]
-    rest = next(p for p in api_listing if p["package_name"] == PACKAGE)
+    rest = next((p for p in api_listing if p["package_name"] == PACKAGE), None)
+    assert rest, f"{PACKAGE} is not in GET /api/v2/providers"
     print(f"  airflow providers list: {cli['package_name']} {cli['version']}; /providers: {rest['version']}")
     # The way to test a connection that the UI's Test button can't on Airflow 3.3.2 (see browser.py).
     tested = d.airflow("connections", "test", "autocalls_default").strip().splitlines()[-1]
@@ -287,8 +307,11 @@ def browser(api: AirflowAPI, d: Deployment) -> dict[str, Any]:
             answer = {"status": "Successful" in test.toast, "message": test.toast}
         print(f"  {test.connection_id}: {answer}")
         assert answer["status"] is should_pass, f"{test.connection_id}: {answer}"
-        if not should_pass:
-            assert "API key" in answer["message"], f"the failure does not say what to fix: {answer}"
+        if should_pass:
+            assert "Connected to the Autocalls API: 2 sender(s)" in answer["message"], answer
+        else:
+            assert "[HTTP 401]" in answer["message"], f"the failure does not say what went wrong: {answer}"
+            assert "Check the API key" in answer["message"], f"the failure does not say what to fix: {answer}"
             assert wrong_key(d.sim_key) not in answer["message"], "the failure shows the key"
         outcome[test.connection_id] = {
             "toast": test.toast,
@@ -301,7 +324,11 @@ def browser(api: AirflowAPI, d: Deployment) -> dict[str, Any]:
 def main() -> int:
     started = time.monotonic()
     OUT.mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, _interrupt)
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
+        signal.signal(signum, _interrupt)
+    signal.alarm(TIME_LIMIT)
+    for leftover in clean_up_earlier_runs():
+        print(f"cleaned up after an earlier run: {leftover}")
     failed = False
     d: Deployment | None = None
     api: AirflowAPI | None = None
@@ -316,14 +343,12 @@ def main() -> int:
             d.airflow("db", "migrate")
         with stage("start simulator, api-server, scheduler, dag-processor, triggerer"):
             d.start_simulator()
-            d.airflow(
-                "connections", "add", "autocalls_default", "--conn-type", "autocalls",
-                "--conn-host", f"{d.sim_url}/api", "--conn-password", d.sim_key,
-            )  # fmt: skip
             for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
                 d.start(component)
             api = AirflowAPI(d.api_url, ADMIN_USER, d.admin_password)
             wait_until(api.login, timeout=120, what="the api-server to sign us in")
+            # Through the API, so the key is on no command line and in no log.
+            api.add_connection("autocalls_default", "autocalls", f"{d.sim_url}/api", d.sim_key)
             api.wait_healthy(("metadatabase", "scheduler", "triggerer", "dag_processor"), timeout=120)
             for dag_id in (FOLLOWUP_DAG, SEGMENT_DAG):
                 api.wait_dag(dag_id, timeout=120)
@@ -352,8 +377,13 @@ def main() -> int:
     except BaseException:
         failed = True
         traceback.print_exc()
-        print(f"\nFAILED; the logs of every component are in {OUT / 'logs'}", flush=True)
+        if d is not None:
+            print(f"\nFAILED; the logs of every component are in {d.logs}", flush=True)
     finally:
+        # Cleanup runs to the end: a second Ctrl-C, a CI cancel or the time limit can't cut it short.
+        signal.alarm(0)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         if api is not None:
             api.close()
         if d is not None:
@@ -363,6 +393,12 @@ def main() -> int:
                     print(f"  {problem}")
                 failed |= bool(problems)
                 results["cleanup_problems"] = problems
+            with stage("secrets: none in any log"):
+                leaks = leaked_secrets(d)
+                for leak in leaks:
+                    print(f"  {leak}")
+                failed |= bool(leaks)
+                results["secret_leaks"] = leaks
     total = time.monotonic() - started
     print("\nStage times:")
     for name, seconds in stage_times.items():
@@ -381,7 +417,26 @@ def main() -> int:
     return 1 if failed else 0
 
 
+def leaked_secrets(d: Deployment) -> list[str]:
+    """Every file of the logs folder that holds the API key, the wrong key or a password."""
+    secrets = {
+        "API key": d.sim_key,
+        "wrong API key": wrong_key(d.sim_key),
+        "database password": d.postgres.password,
+    }
+    secrets["admin password"] = d.admin_password
+    leaks = []
+    files = [f for f in d.logs.rglob("*") if f.is_file()]
+    for file in files:
+        text = file.read_bytes()
+        leaks += [f"{name} in {file}" for name, secret in secrets.items() if secret.encode() in text]
+    print(f"  {len(files)} log files scanned for {len(secrets)} secrets")
+    return leaks
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
+    if signum == signal.SIGALRM:
+        raise TimeoutError(f"make e2e took over {TIME_LIMIT} s")
     raise KeyboardInterrupt(f"signal {signum}")
 
 

@@ -70,6 +70,18 @@ class AirflowAPI:
 
         wait_until(parsed, timeout=timeout, interval=1, what=f"DAG {dag_id} to be parsed")
 
+    def add_connection(self, connection_id: str, conn_type: str, host: str, password: str) -> None:
+        self._send(
+            "POST",
+            "/connections",
+            {"connection_id": connection_id, "conn_type": conn_type, "host": host, "password": password},
+        )
+
+    def newest_job(self, job_type: str) -> dict[str, Any] | None:
+        """The newest live job of a kind (``SchedulerJob``, ``TriggererJob``, ...)."""
+        jobs = self.get("/jobs", job_type=job_type, is_alive=True, order_by="-start_date", limit=1)["jobs"]
+        return jobs[0] if jobs else None
+
     def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
         """Trigger a run of ``dag_id`` now; returns its run id."""
         run = self._send("POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})

@@ -123,6 +123,9 @@ def check_connection_form(
             text = toast.inner_text()
             page.screenshot(path=str(out / f"connection-test-{connection_id}.png"))
             expect(page.get_by_role("status")).to_have_count(0, timeout=20_000)  # let the toast go
+            assert len(test_answers) > answers_before, (
+                "Test showed a toast, but no answer of /connections/test was seen"
+            )
             outcome = TestOutcome(connection_id, text, test_answers[answers_before])
             if outcome.hit_upstream_port_bug:
                 # The same test the fixed UI sends: a connection that is not yet stored has no
@@ -131,7 +134,7 @@ def check_connection_form(
                     page, f"{connection_id}_unsaved", f"{sim_url}/api", api_key
                 )
             outcomes.append(outcome)
-            assert api_key not in page.content(), "the page shows the API key"
+            assert api_key not in page.inner_text("body"), "the page shows the API key"
         browser.close()
     assert report is not None
     report.outcomes = outcomes

@@ -76,6 +76,7 @@ class Postgres:
     bindir: Path
     datadir: Path
     log: Path
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     port: int = field(default_factory=free_port)
     password: str = field(default_factory=lambda: secrets.token_hex(12))
 
@@ -98,8 +99,14 @@ class Postgres:
             return ["runuser", "-u", "postgres", "--", *command]
         return list(command)
 
-    def _run(self, *command: str) -> None:
-        subprocess.run(self._as_owner(*command), check=True, capture_output=True, text=True)
+    def _run(self, *command: str, stdin: str | None = None) -> None:
+        result = subprocess.run(
+            self._as_owner(*command), input=stdin, capture_output=True, text=True, env=self.env
+        )
+        if result.returncode:
+            raise RuntimeError(
+                f"{Path(command[0]).name} failed ({result.returncode}): {result.stderr.strip()}"
+            )
 
     @property
     def url(self) -> str:
@@ -132,10 +139,12 @@ class Postgres:
             "-w",
             "start",
         )
-        sql = f"CREATE ROLE airflow LOGIN PASSWORD '{self.password}'; CREATE DATABASE airflow OWNER airflow;"
+        # On stdin, so the password is in no command line, error message or log.
+        sql = (
+            f"CREATE ROLE airflow LOGIN PASSWORD '{self.password}';\nCREATE DATABASE airflow OWNER airflow;\n"
+        )
         psql = [str(self.bindir / "psql"), "-h", str(self.datadir), "-p", str(self.port), "-U", "postgres"]
-        for statement in sql.split("; "):
-            self._run(*psql, "-v", "ON_ERROR_STOP=1", "-c", statement.rstrip(";"))
+        self._run(*psql, "-q", "-v", "ON_ERROR_STOP=1", "-f", "-", stdin=sql)
 
     @property
     def logfile(self) -> Path:
@@ -143,9 +152,14 @@ class Postgres:
         return self.datadir.parent / "postgresql.log"
 
     def stop(self) -> None:
-        if (self.datadir / "postmaster.pid").exists():
-            with contextlib.suppress(subprocess.CalledProcessError):
+        """Stop the server (fast shutdown; SIGKILL if that fails) and keep its log."""
+        pidfile = self.datadir / "postmaster.pid"
+        if pidfile.exists():
+            try:
                 self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop")
+            except RuntimeError:
+                with contextlib.suppress(OSError, ValueError):
+                    os.kill(int(pidfile.read_text().split()[0]), signal.SIGKILL)
         if self.logfile.exists():
             shutil.copy(self.logfile, self.log)
 
@@ -200,7 +214,12 @@ class Deployment:
             (workdir / "dags" / name).write_text(source)
         # PostgreSQL's files live where its own user can reach them, whatever this folder's modes.
         self.pg_root = Path(tempfile.mkdtemp(prefix="autocalls-e2e-pg-"))
-        self.postgres = Postgres(Postgres.find_bindir(), self.pg_root / "data", logs / "postgresql.log")
+        self.postgres = Postgres(
+            Postgres.find_bindir(),
+            self.pg_root / "data",
+            logs / "postgresql.log",
+            env={**os.environ, MARKER: self.run_id},
+        )
 
     @property
     def api_url(self) -> str:
@@ -265,7 +284,9 @@ class Deployment:
 
     # -- processes -------------------------------------------------------------------------------
 
-    def start(self, name: str, command: list[str] | None = None) -> Component:
+    def start(
+        self, name: str, command: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> Component:
         """Start a component (again); its log is appended to, with a line marking each start."""
         if command is None:
             command = [str(self.bin / "airflow"), *AIRFLOW_COMPONENTS[name]]
@@ -274,7 +295,7 @@ class Deployment:
         log.flush()
         process = subprocess.Popen(
             command,
-            env=self.environment(),
+            env={**self.environment(), **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -299,23 +320,27 @@ class Deployment:
             text=True,
             timeout=timeout,
         )
+        command = self.masked(" ".join(args))
         with (self.logs / "cli.log").open("a") as log:
-            log.write(f"\n$ airflow {' '.join(args)}\n{result.stdout}{result.stderr}")
+            log.write(f"\n$ airflow {command}\n{self.masked(result.stdout + result.stderr)}")
         if result.returncode:
-            raise RuntimeError(f"airflow {args[0]} failed ({result.returncode}); see {self.logs / 'cli.log'}")
+            raise RuntimeError(f"airflow {command} failed ({result.returncode}); see {self.logs / 'cli.log'}")
         return result.stdout
 
+    @property
+    def secrets(self) -> list[str]:
+        """What must appear in no log: the API key, the database and admin passwords."""
+        return [self.sim_key, self.postgres.password, self.admin_password]
+
+    def masked(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
     def start_simulator(self) -> None:
-        self.start(
-            "simulator",
-            [
-                str(self.bin / "autocalls-simulator"),
-                "--port",
-                str(self.sim_port),
-                "--api-key",
-                self.sim_key,
-            ],
-        )
+        # The key goes by environment: on no command line, and not printed in the simulator's log.
+        command = [str(self.bin / "autocalls-simulator"), "--port", str(self.sim_port)]
+        self.start("simulator", command, {"AUTOCALLS_SIMULATOR_API_KEY": self.sim_key})
         wait_until(lambda: self.sim("GET", "state"), timeout=30, what="the simulator")
 
     def sim(self, method: str, endpoint: str, payload: dict[str, Any] | None = None) -> Any:
@@ -333,34 +358,60 @@ class Deployment:
         return list(self.sim("GET", "messages")["messages"])
 
     def stop(self) -> list[str]:
-        """Stop everything that was started; returns what had to be cleaned up beyond that."""
+        """Stop everything that was started, each step whatever the others did; returns what went wrong."""
         problems: list[str] = []
-        for name in ("scheduler", "triggerer", "dag-processor", "api-server", "simulator"):
-            if name in self.components:
-                self.components.pop(name).stop()
-        for component in list(self.components.values()):
-            component.stop()
+        order = ["scheduler", "triggerer", "dag-processor", "api-server", "simulator"]
+        for name in sorted(self.components, key=lambda n: order.index(n) if n in order else len(order)):
+            try:
+                self.components[name].stop()
+            except Exception as exc:
+                problems.append(f"stopping {name}: {exc!r}")
         self.components.clear()
-        strays = list(self._marked_processes())
-        for pid, command in strays:
-            problems.append(f"stray process {pid}: {command}")
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self.postgres.stop()
+        try:
+            self.postgres.stop()
+        except Exception as exc:
+            problems.append(f"stopping PostgreSQL: {exc!r}")
+        problems += kill_marked(f"{MARKER}={self.run_id}")
         shutil.rmtree(self.pg_root, ignore_errors=True)
         for name, port in self.ports.items():
             if not port_is_free(port):
                 problems.append(f"port {port} ({name}) still in use")
         return problems
 
-    def _marked_processes(self) -> Iterator[tuple[int, str]]:
-        needle = f"{MARKER}={self.run_id}".encode()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                if needle in (entry / "environ").read_bytes().split(b"\0"):
-                    command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                    yield int(entry.name), command.strip()
-            except OSError:  # gone meanwhile, or not ours to read
-                continue
+
+def marked_processes(needle: str) -> Iterator[tuple[int, str]]:
+    """Processes whose environment holds ``needle`` (``NAME=value``, or ``NAME=`` for any value)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            variables = (entry / "environ").read_bytes().split(b"\0")
+            if any(
+                v.startswith(needle.encode()) if needle.endswith("=") else v == needle.encode()
+                for v in variables
+            ):
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                yield int(entry.name), command.strip()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+
+
+def kill_marked(needle: str) -> list[str]:
+    """SIGKILL every process :func:`marked_processes` finds; returns a line for each."""
+    found = []
+    for pid, command in marked_processes(needle):
+        found.append(f"stray process {pid}: {command[:200]}")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return found
+
+
+def clean_up_earlier_runs() -> list[str]:
+    """What an earlier run that was killed outright (SIGKILL, power loss) left behind."""
+    found = kill_marked(f"{MARKER}=")
+    for folder in Path(tempfile.gettempdir()).glob("autocalls-e2e-pg-*"):
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int((folder / "data" / "postmaster.pid").read_text().split()[0]), signal.SIGKILL)
+        shutil.rmtree(folder, ignore_errors=True)
+        found.append(f"stale PostgreSQL folder {folder}")
+    return found

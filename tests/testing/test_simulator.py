@@ -1373,7 +1373,8 @@ def test_stop_is_quick(sim: AutocallsSimulator) -> None:
 # -- CLI --------------------------------------------------------------------------------------------
 
 
-def test_cli_defaults() -> None:
+def test_cli_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AUTOCALLS_SIMULATOR_API_KEY", raising=False)
     args = build_parser().parse_args([])
     assert (args.host, args.port, args.api_key, args.rate_limit, args.no_seed) == (
         "127.0.0.1",
@@ -1384,12 +1385,13 @@ def test_cli_defaults() -> None:
     )
 
 
-def _start_cli(*args: str) -> tuple[subprocess.Popen[str], str]:
+def _start_cli(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "airflow_provider_autocalls.testing.cli", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
     assert process.stdout is not None
     selector = selectors.DefaultSelector()
@@ -1421,6 +1423,20 @@ def test_cli_serves_until_a_signal(stop_signal: signal.Signals) -> None:
         process.communicate()
     with pytest.raises(httpx.ConnectError):
         httpx.get(url + SENDERS)
+
+
+def test_cli_takes_the_key_from_the_environment_without_printing_it() -> None:
+    env = {**os.environ, "AUTOCALLS_SIMULATOR_API_KEY": "env-key-4711"}
+    process, line = _start_cli("--port", "0", "--rate-limit", "0", env=env)
+    try:
+        assert "env-key-4711" not in line
+        assert line.endswith("(API key: $AUTOCALLS_SIMULATOR_API_KEY)"), line
+        url = line.split(" on ", 1)[1].split()[0]
+        assert httpx.get(url + SENDERS, headers={"Authorization": "Bearer env-key-4711"}).status_code == 200
+        assert httpx.get(url + SENDERS, headers={"Authorization": "Bearer sim-key"}).status_code == 401
+    finally:
+        process.kill()
+        process.communicate()
 
 
 def test_cli_reports_a_busy_port(sim: AutocallsSimulator) -> None:

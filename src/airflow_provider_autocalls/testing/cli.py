@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
+
+# A key given this way is on no command line and is not printed: for runs whose logs are kept.
+KEY_VARIABLE = "AUTOCALLS_SIMULATOR_API_KEY"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--port", type=int, default=8080, help="port; 0 = any free port (default: %(default)s)"
     )
-    parser.add_argument("--api-key", default="sim-key", help="accepted bearer token (default: %(default)s)")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get(KEY_VARIABLE, "sim-key"),
+        help=f"accepted bearer token (default: ${KEY_VARIABLE}, else sim-key)",
+    )
     parser.add_argument(
         "--rate-limit",
         type=float,
@@ -54,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError) as exc:
             print(f"autocalls-simulator: cannot start on {args.host}:{args.port}: {exc}", file=sys.stderr)
             return 2
-        print(f"Autocalls simulator on {simulator.url} (API key: {simulator.api_key})", flush=True)
+        shown = f"${KEY_VARIABLE}" if os.environ.get(KEY_VARIABLE) == simulator.api_key else simulator.api_key
+        print(f"Autocalls simulator on {simulator.url} (API key: {shown})", flush=True)
         try:
             # A timeout keeps the wait responsive to signals on every platform.
             while not stopping.wait(0.5):
