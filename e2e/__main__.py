@@ -242,25 +242,64 @@ def kill_and_restart(
     return fault
 
 
-def mapped_segment(api: AirflowAPI, d: Deployment) -> dict[str, Any]:
+def mapped_segment(api: AirflowAPI, d: Deployment, *, kill_scheduler: bool = False) -> dict[str, Any]:
+    """
+    Example 3 over 50 recipients; with ``kill_scheduler``, the scheduler and its LocalExecutor
+    workers are SIGKILLed once a quarter of the messages are out, and started again.
+    """
+    before = len(d.delivered())
     run_id = api.trigger(SEGMENT_DAG, {"segment_size": SEGMENT_SIZE})
+    killed: dict[str, Any] = {}
+    if kill_scheduler:
+        wait_until(
+            lambda: len(d.delivered()) - before >= SEGMENT_SIZE // 4,
+            timeout=180,
+            what="a quarter of the sends",
+        )
+        states = [t["state"] for t in api.task_instances(SEGMENT_DAG, run_id) if t["task_id"] == "send_offer"]
+        d.kill("scheduler")
+        killed = {
+            "sent_at_kill": len(d.delivered()) - before,
+            "states_at_kill": {state: states.count(state) for state in sorted(set(states), key=str)},
+        }
+        print(
+            f"  SIGKILLed the scheduler with {killed['sent_at_kill']} sent; task states {killed['states_at_kill']}"
+        )
+        time.sleep(3)
+        d.start("scheduler")
+        print("  restarted the scheduler")
     state = api.wait_run(SEGMENT_DAG, run_id, timeout=420)
     assert state == "success", f"run {run_id} ended {state}"
     tis = [t for t in api.task_instances(SEGMENT_DAG, run_id) if t["task_id"] == "send_offer"]
     phones = [f"+1415555{i:04d}" for i in range(SEGMENT_SIZE)]
-    delivered = [m for m in d.delivered() if m["recipient_phone"] in phones]
+    delivered = [m for m in d.delivered()[before:] if m["recipient_phone"] in phones]
     per_phone = {p: sum(m["recipient_phone"] == p for m in delivered) for p in phones}
     duplicates = {p: n for p, n in per_phone.items() if n > 1}
     missing = [p for p, n in per_phone.items() if n == 0]
+    retried = sum(t["try_number"] > 1 for t in tis)
+    kept_by_ledger = sum(
+        "An earlier try sent this message" in log.read_text(errors="replace")
+        for log in (d.logs / "tasks" / f"dag_id={SEGMENT_DAG}" / f"run_id={run_id}").rglob("*.log")
+    )
     print(
-        f"  {len(tis)} mapped task instances; {len(delivered)} messages to {len(set(per_phone))} recipients"
+        f"  {len(tis)} mapped task instances ({retried} run again after the restart); "
+        f"{len(delivered)} messages to {sum(n > 0 for n in per_phone.values())} recipients; "
+        f"{kept_by_ledger} re-runs found their message already sent"
     )
     assert len(tis) == SEGMENT_SIZE, f"{len(tis)} mapped task instances, expected {SEGMENT_SIZE}"
     assert all(t["state"] == "success" for t in tis), "not every mapped send succeeded"
     assert not duplicates, f"duplicate messages: {duplicates}"
     assert not missing, f"no message for {missing}"
     assert len({m["text"] for m in delivered}) == SEGMENT_SIZE, "the messages are not 50 distinct texts"
-    return {"run_id": run_id, "mapped": len(tis), "messages": len(delivered), "duplicates": 0}
+    return {
+        "run_id": run_id,
+        "mapped": len(tis),
+        "messages": len(delivered),
+        "duplicates": 0,
+        "run_again": retried,
+        "found_already_sent": kept_by_ledger,
+        **killed,
+    }
 
 
 def providers(api: AirflowAPI, d: Deployment) -> dict[str, Any]:
@@ -372,6 +411,8 @@ def main() -> int:
             )
         with stage(f"example 3 mapped over {SEGMENT_SIZE} recipients"):
             results["segment"] = mapped_segment(api, d)
+        with stage(f"example 3 over {SEGMENT_SIZE}, the scheduler SIGKILLed mid-run"):
+            results["segment_scheduler_kill"] = mapped_segment(api, d, kill_scheduler=True)
         with stage("connection form in headless Chromium"):
             results["browser"] = browser(api, d)
     except BaseException:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
+from pytest_mock import MockerFixture
 
 from airflow_provider_autocalls.exceptions import SenderOfflineError
 from airflow_provider_autocalls.ledger import State, default_location, instance_path, ledger_for
@@ -206,3 +207,53 @@ def test_a_missing_connection_leaves_no_record(tmp_path: Path, monkeypatch: pyte
     ledger = ledger_for(context(), str(tmp_path))
     assert ledger is not None
     assert list(ledger.records()) == []
+
+
+# -- interrupted by something else than the API: a signal, a log pipe whose reader died -----------
+
+
+def test_a_failure_after_the_api_said_sent_still_records_the_send(
+    tmp_path: Path, sim: AutocallsSimulator, mocker: MockerFixture
+) -> None:
+    # A worker whose supervisor died fails at its next log line, right after the API's answer.
+    mocker.patch.object(SendTemplateOperator, "_report_sent", side_effect=BrokenPipeError)
+    with pytest.raises(BrokenPipeError):
+        op(tmp_path).execute(context())
+    mocker.stopall()
+    ledger = ledger_for(context(), str(tmp_path))
+    assert ledger is not None
+    assert ledger.last(PHONE)["state"] == State.SENT  # type: ignore[index]
+    assert op(tmp_path).execute(context())["message_sid"] == sim.delivered[0]["message_sid"]
+    assert len(sim.delivered) == 1
+
+
+def test_an_interruption_between_attempts_releases_the_recipient(
+    tmp_path: Path, sim: AutocallsSimulator, make_conn: Callable[..., str], mocker: MockerFixture
+) -> None:
+    make_conn(max_retries=2)
+    sim.inject(Fault(endpoint="send_template", status=429, headers={"Retry-After": "0"}))
+    # The "trying again" line after the 429 is where such a worker fails: nothing is out then.
+    mocker.patch("airflow_provider_autocalls.hooks._retry.log.warning", side_effect=BrokenPipeError)
+    with pytest.raises(BrokenPipeError):
+        op(tmp_path).execute(context())
+    mocker.stopall()
+    assert sim.delivered == []
+    ledger = ledger_for(context(), str(tmp_path))
+    assert ledger is not None
+    assert ledger.last(PHONE)["state"] == State.RELEASED  # type: ignore[index]
+    op(tmp_path).execute(context())
+    assert len(sim.delivered) == 1
+
+
+def test_an_interruption_while_the_request_is_out_stays_in_doubt(
+    tmp_path: Path, sim: AutocallsSimulator, mocker: MockerFixture
+) -> None:
+    # Interrupted while reading the answer: the API has already delivered the message.
+    mocker.patch("airflow_provider_autocalls.hooks.autocalls._read_capped", side_effect=KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        op(tmp_path).execute(context())
+    mocker.stopall()
+    assert len(sim.delivered) == 1
+    with pytest.raises(AirflowFailException, match="may have been delivered"):
+        op(tmp_path).execute(context())
+    assert len(sim.delivered) == 1

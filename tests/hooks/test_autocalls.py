@@ -481,3 +481,23 @@ def test_a_read_whose_body_cannot_be_decoded_is_retried(hook: AutocallsHook, sim
     sim.inject(Fault(endpoint="senders", status=200, body="not gzip", headers={"Content-Encoding": "gzip"}))
     assert hook.get_senders()
     assert len(sim.requests) == 2
+
+
+def test_the_hook_tells_whether_the_api_may_have_acted(hook: AutocallsHook, sim: AutocallsSimulator) -> None:
+    sim.inject(Fault(endpoint="send_template", status=429, headers={"Retry-After": "0"}, count=3))
+    with pytest.raises(RateLimitError):
+        hook.send_template(12, 46, "+14155550123")
+    assert hook.request_may_have_reached_api is False  # refused three times: nothing went out
+    sim.inject(Fault(endpoint="send_template", process=True, drop=True))
+    with pytest.raises(SendOutcomeUnknownError):
+        hook.send_template(12, 46, "+14155550123")
+    assert hook.request_may_have_reached_api is True
+    hook.get_senders()
+    hook.send_template(12, 46, "+14155550123")
+    assert hook.request_may_have_reached_api is True
+    sim.inject(
+        Fault(endpoint="send_template", status=422, body='{"success": false, "error_code": "SENDER_OFFLINE"}')
+    )
+    with pytest.raises(SenderOfflineError):
+        hook.send_template(12, 46, "+14155550123")
+    assert hook.request_may_have_reached_api is False

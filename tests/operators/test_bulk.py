@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
+from pytest_mock import MockerFixture
 
 from airflow_provider_autocalls.exceptions import SenderOfflineError
 from airflow_provider_autocalls.ledger import ledger_for
@@ -159,6 +160,35 @@ def test_a_send_cut_off_by_a_crash_is_unknown_and_never_repeated(
     summary = bulk(tmp_path, recipients=[{"recipient_phone": p} for p in phones(3)]).execute(context())
     assert sorted(m["recipient_phone"] for m in sim.delivered) == phones(2, 1)
     assert (summary["sent"], summary["unknown"]) == (2, 1)
+
+
+def test_an_interruption_between_attempts_releases_the_row(
+    tmp_path: Path, sim: AutocallsSimulator, make_conn: Callable[..., str], mocker: MockerFixture
+) -> None:
+    make_conn(max_retries=2)
+    recipients = [{"recipient_phone": p} for p in phones(3)]
+    sim.inject(Fault(endpoint="send_template", status=429, headers={"Retry-After": "0"}))
+    mocker.patch("airflow_provider_autocalls.hooks._retry.log.warning", side_effect=BrokenPipeError)
+    with pytest.raises(BrokenPipeError):  # the worker's log pipe broke while nothing was out
+        bulk(tmp_path, recipients=recipients).execute(context())
+    mocker.stopall()
+    assert sim.delivered == []
+    summary = bulk(tmp_path, recipients=recipients).execute(context())
+    assert sorted(m["recipient_phone"] for m in sim.delivered) == phones(3)
+    assert (summary["sent"], summary["unknown"]) == (3, 0)
+
+
+def test_an_interruption_while_the_request_is_out_leaves_the_row_unknown(
+    tmp_path: Path, sim: AutocallsSimulator, mocker: MockerFixture
+) -> None:
+    recipients = [{"recipient_phone": p} for p in phones(2)]
+    mocker.patch("airflow_provider_autocalls.hooks.autocalls._read_capped", side_effect=KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        bulk(tmp_path, recipients=recipients).execute(context())
+    mocker.stopall()
+    summary = bulk(tmp_path, recipients=recipients).execute(context())
+    assert [m["recipient_phone"] for m in sim.delivered] == phones(2)  # the first went out once
+    assert (summary["sent"], summary["unknown"]) == (1, 1)
 
 
 def test_failed_rows_do_not_fail_the_task_below_the_threshold(

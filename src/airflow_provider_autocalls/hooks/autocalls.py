@@ -13,7 +13,12 @@ from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 from tenacity import AsyncRetrying, Retrying
 
 from airflow_provider_autocalls import __version__
-from airflow_provider_autocalls.exceptions import AutocallsAPIError, AutocallsError, AutocallsValidationError
+from airflow_provider_autocalls.exceptions import (
+    AutocallsAPIError,
+    AutocallsError,
+    AutocallsValidationError,
+    SendOutcomeUnknownError,
+)
 from airflow_provider_autocalls.hooks._answers import (
     MAX_BODY_BYTES,
     ApiRequest,
@@ -214,6 +219,11 @@ class AutocallsHook(BaseHook):
             if value is not None
         }
         self._async_settings: ClientSettings | None = None
+        #: Whether the API may have acted on the latest sync call: a request of it went to the network
+        #: and nothing proves the API did nothing (as a 429, a failure to connect or an error answer
+        #: do). A send operator reads it when something else (a signal, a broken log pipe)
+        #: interrupts the call, to tell a send in doubt from one that surely never went out.
+        self.request_may_have_reached_api = False
 
     # -- connection form -----------------------------------------------------------------------
 
@@ -313,6 +323,7 @@ class AutocallsHook(BaseHook):
     # -- one request, sync and async ---------------------------------------------------------------
 
     def _request(self, request: ApiRequest) -> Any:
+        self.request_may_have_reached_api = False
         retrying = Retrying(**retry_policy(request.kind, self.settings.max_retries))
         return retrying(self._attempt, request)
 
@@ -321,14 +332,20 @@ class AutocallsHook(BaseHook):
 
         client = self.client  # built before the permit is taken: building it takes milliseconds
         try:
-            with (
-                self.pacer.permit(),
-                client.stream(request.method, request.path, params=request.params, json=request.body) as r,
-            ):
-                content = _read_capped(r.iter_bytes(), r.headers)
+            with self.pacer.permit():
+                self.request_may_have_reached_api = True
+                with client.stream(
+                    request.method, request.path, params=request.params, json=request.body
+                ) as r:
+                    content = _read_capped(r.iter_bytes(), r.headers)
+            return self._decode(request, r.status_code, r.headers, content, self.pacer)
         except httpx.RequestError as exc:  # transport errors, and a body that cannot be decoded
-            raise transport_failure(request, exc) from exc
-        return self._decode(request, r.status_code, r.headers, content, self.pacer)
+            failure = transport_failure(request, exc)
+            self.request_may_have_reached_api = isinstance(failure, SendOutcomeUnknownError)
+            raise failure from exc
+        except AutocallsError as exc:
+            self.request_may_have_reached_api = isinstance(exc, SendOutcomeUnknownError)
+            raise
 
     async def _async_request(self, request: ApiRequest) -> Any:
         settings = await self.async_settings()

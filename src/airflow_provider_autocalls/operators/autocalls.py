@@ -62,7 +62,7 @@ def _connect(hook: AutocallsHook) -> None:
     hook.get_conn()
 
 
-def _in_doubt(error: BaseException) -> bool:
+def _in_doubt(error: BaseException, hook: AutocallsHook) -> bool:
     """Whether a send that ended in ``error`` may have reached the API."""
     cause: BaseException | None = error
     while cause is not None:
@@ -71,8 +71,11 @@ def _in_doubt(error: BaseException) -> bool:
         if isinstance(cause, AutocallsError):
             return False  # every other error of ours is a definite "nothing was sent"
         cause = cause.__cause__
-    # Killed, timed out or interrupted mid-call: the request may have been on the wire.
-    return not isinstance(error, AirflowSkipException | AirflowFailException)
+    if isinstance(error, AirflowSkipException | AirflowFailException):
+        return False
+    # Killed, timed out or interrupted: in doubt if a request was out and not surely refused.
+    # (Interrupted between attempts, after a 429 say, nothing is out.)
+    return hook.request_may_have_reached_api
 
 
 class _AutocallsSendOperator(BaseOperator):
@@ -102,7 +105,9 @@ class _AutocallsSendOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         ledger = ledger_for(context, self.ledger_location)
         if ledger is None:
-            return self._send_and_describe()
+            result = self._send_and_describe()
+            self._report_sent(result)
+            return result
         try:
             return self._send_at_most_once(ledger)
         finally:
@@ -132,22 +137,26 @@ class _AutocallsSendOperator(BaseOperator):
         try:
             result = self._send_and_describe()
         except BaseException as error:
-            ledger.finish(recipient, State.UNKNOWN if _in_doubt(error) else State.RELEASED)
+            ledger.finish(recipient, State.UNKNOWN if _in_doubt(error, self.hook) else State.RELEASED)
             raise
+        # Recorded before anything else can fail (even the log line below): the API said "sent".
         ledger.finish(recipient, State.SENT, message_sid=result.get("message_sid"), xcom=result)
+        self._report_sent(result)
         return result
 
     def _send_and_describe(self) -> dict[str, Any]:
         sent_at = timezone.utcnow().isoformat()
         with fail_fast_unless_retryable():
             answer = self._send()
-        self.log.info("Sent to %s: message_sid %s", self.recipient_phone, answer.get("message_sid"))
         return {
             **answer,
             "sent_at": sent_at,
             "sender_id": self.sender_id,
             "recipient_phone": self.recipient_phone,
         }
+
+    def _report_sent(self, result: dict[str, Any]) -> None:
+        self.log.info("Sent to %s: message_sid %s", self.recipient_phone, result.get("message_sid"))
 
     def _send(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -563,7 +572,10 @@ class BulkSendTemplateOperator(BaseOperator):
                 f"{type(error).__name__}: {error}"
             )
         except BaseException:
-            ledger.finish(row.phone, State.UNKNOWN, line=row.line, reason="interrupted during the send")
+            if self.hook.request_may_have_reached_api:
+                ledger.finish(row.phone, State.UNKNOWN, line=row.line, reason="interrupted during the send")
+            else:  # interrupted before the request went out, or between attempts
+                ledger.finish(row.phone, State.RELEASED)
             raise
         ledger.finish(row.phone, State.SENT, line=row.line, message_sid=answer.get("message_sid"))
         return State.SENT, None
