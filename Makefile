@@ -54,9 +54,11 @@ demo: venv
 	$(BIN)/python scripts/demo.py
 
 # A real deployment: needs root (or the packages already there) for Debian's postgresql and chromium.
+# E2E_AIRFLOW=3.4.0b2 runs it on the next Airflow's beta, whose UI can test a connection without a port.
+E2E_AIRFLOW ?= 3.3.2
 e2e:
-	$(MAKE) --no-print-directory venv AIRFLOW=3.3.2
-	.venv/airflow-3.3.2/bin/python -m e2e
+	$(MAKE) --no-print-directory venv AIRFLOW=$(E2E_AIRFLOW)
+	.venv/airflow-$(E2E_AIRFLOW)/bin/python -m e2e
 
 bench: venv
 	@set -e; for b in benchmarks/bench_*.py; do $(BIN)/python $$b; done
@@ -82,6 +84,9 @@ lock:
 	@set -e; for v in $(AIRFLOW_VERSIONS); do \
 	  $(UV) pip compile -q --python-version 3.11 --extra dev --extra bench --extra e2e pyproject.toml constraints/airflow-$$v.in \
 	    -o constraints/airflow-$$v.txt --custom-compile-command "make lock"; done
+	$(UV) pip compile -q --python-version 3.11 --prerelease=if-necessary-or-explicit --extra dev --extra bench \
+	  --extra e2e pyproject.toml constraints/airflow-3.4.0b2.in -o constraints/airflow-3.4.0b2.txt \
+	  --custom-compile-command "make lock"
 
 clean:
 	rm -rf .venv build .mypy_cache .ruff_cache .pytest_cache
