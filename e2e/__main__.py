@@ -35,8 +35,15 @@ from types import FrameType
 from typing import Any
 
 from e2e.airflow_api import AirflowAPI
-from e2e.browser import CHROMIUM, check_connection_form, wrong_key
-from e2e.deployment import ADMIN_USER, Deployment, Postgres, clean_up_earlier_runs, wait_until
+from e2e.browser import CHROMIUM, HIDDEN_LABELS, OUR_LABELS, PLACEHOLDERS, check_connection_form, wrong_key
+from e2e.deployment import (
+    ADMIN_USER,
+    AIRFLOW_COMPONENTS,
+    Deployment,
+    Postgres,
+    clean_up_earlier_runs,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "build" / "e2e"
@@ -320,18 +327,11 @@ def providers(api: AirflowAPI, d: Deployment) -> dict[str, Any]:
 def browser(api: AirflowAPI, d: Deployment) -> dict[str, Any]:
     report = check_connection_form(d.api_url, ADMIN_USER, d.admin_password, d.sim_url, d.sim_key, OUT)
     print(f"  labels: {report.labels}")
-    for label in (
-        "Base URL",
-        "API key",
-        "Timeout (seconds)",
-        "Rate limit (requests per second)",
-        "Max retries",
-    ):
+    for label in OUR_LABELS:
         assert label in report.labels, f"the form does not show {label!r}"
-    for label in ("Host", "Login", "Password", "Port", "Schema"):
+    for label in HIDDEN_LABELS:
         assert label not in report.labels, f"the form shows the meaningless field {label!r}"
-    assert report.placeholders["host"].startswith("https://app.autocalls.ai/api"), report.placeholders
-    assert report.placeholders["password"] == "Autocalls API key", report.placeholders
+    assert report.placeholders == PLACEHOLDERS, report.placeholders
     outcome: dict[str, Any] = {"labels": report.labels, "placeholders": report.placeholders}
     right, wrong = report.outcomes
     for test, should_pass in ((right, True), (wrong, False)):
@@ -382,7 +382,7 @@ def main() -> int:
             d.airflow("db", "migrate")
         with stage("start simulator, api-server, scheduler, dag-processor, triggerer"):
             d.start_simulator()
-            for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
+            for component in AIRFLOW_COMPONENTS:
                 d.start(component)
             api = AirflowAPI(d.api_url, ADMIN_USER, d.admin_password)
             wait_until(api.login, timeout=120, what="the api-server to sign us in")
@@ -460,12 +460,7 @@ def main() -> int:
 
 def leaked_secrets(d: Deployment) -> list[str]:
     """Every file of the logs folder that holds the API key, the wrong key or a password."""
-    secrets = {
-        "API key": d.sim_key,
-        "wrong API key": wrong_key(d.sim_key),
-        "database password": d.postgres.password,
-    }
-    secrets["admin password"] = d.admin_password
+    secrets = {**d.secrets, "wrong API key": wrong_key(d.sim_key)}
     leaks = []
     files = [f for f in d.logs.rglob("*") if f.is_file()]
     for file in files:

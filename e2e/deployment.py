@@ -25,12 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-AIRFLOW_COMPONENTS: dict[str, list[str]] = {
-    "api-server": ["api-server"],  # host and port come from [api] in the environment
-    "scheduler": ["scheduler"],
-    "dag-processor": ["dag-processor"],
-    "triggerer": ["triggerer"],
-}
+# Each runs as `airflow <name>`; the api-server's host and port come from [api] in the environment.
+AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 ADMIN_USER = "admin"
 MARKER = "AUTOCALLS_E2E_RUN"
 
@@ -289,7 +285,7 @@ class Deployment:
     ) -> Component:
         """Start a component (again); its log is appended to, with a line marking each start."""
         if command is None:
-            command = [str(self.bin / "airflow"), *AIRFLOW_COMPONENTS[name]]
+            command = [str(self.bin / "airflow"), name]
         log = (self.logs / f"{name}.log").open("ab")
         log.write(f"\n===== e2e: starting {name} at {time.strftime('%H:%M:%S')}\n".encode())
         log.flush()
@@ -328,12 +324,16 @@ class Deployment:
         return result.stdout
 
     @property
-    def secrets(self) -> list[str]:
-        """What must appear in no log: the API key, the database and admin passwords."""
-        return [self.sim_key, self.postgres.password, self.admin_password]
+    def secrets(self) -> dict[str, str]:
+        """What must appear in no log, by name: the API key, the database and admin passwords."""
+        return {
+            "API key": self.sim_key,
+            "database password": self.postgres.password,
+            "admin password": self.admin_password,
+        }
 
     def masked(self, text: str) -> str:
-        for secret in self.secrets:
+        for secret in self.secrets.values():
             text = text.replace(secret, "***")
         return text
 

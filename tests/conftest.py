@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -157,3 +159,14 @@ def collect(pulled):
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 DAG_ID = os.path.basename(__file__)[:-3]
 '''
+
+
+def non_loopback_ipv4() -> str | None:
+    """This machine's address on its default route, if it has one that is not loopback."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # UDP connect sends nothing
+            address = str(probe.getsockname()[0])
+        return None if ipaddress.ip_address(address).is_loopback else address
+    except OSError:
+        return None

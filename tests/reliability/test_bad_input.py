@@ -20,12 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import ipaddress
 import itertools
 import json
 import math
 import os
-import socket
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -56,6 +54,7 @@ from airflow_provider_autocalls.validation import (
     SENDER_STATUSES,
     TEMPLATE_STATUSES,
 )
+from tests.conftest import non_loopback_ipv4
 
 PHONE = "+14155550123"
 SCALE = max(1, int(os.environ.get("AUTOCALLS_BAD_INPUT_SCALE", "1")))
@@ -339,17 +338,6 @@ def one_bad(
 
 
 # -- the world: simulators that must receive nothing --------------------------------------------------------------
-
-
-def non_loopback_ipv4() -> str | None:
-    """This machine's address on its default route, if it has one that is not loopback."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.connect(("192.0.2.1", 9))  # UDP connect sends nothing
-            address = str(probe.getsockname()[0])
-        return None if ipaddress.ip_address(address).is_loopback else address
-    except OSError:
-        return None
 
 
 @dataclass

@@ -68,7 +68,7 @@ from airflow_provider_autocalls.operators.autocalls import (
 from airflow_provider_autocalls.sensors.autocalls import SessionOpenSensor
 from airflow_provider_autocalls.testing import AutocallsSimulator, Fault
 from airflow_provider_autocalls.triggers.autocalls import SessionOpenTrigger
-from tests.conftest import DAG_HEADER
+from tests.conftest import DAG_HEADER, non_loopback_ipv4
 
 CANARY = "sk-canary-9d41f0c2b7e35a68c0ffee5eed1e55ab"
 WRONG_KEY = CANARY + "-wrong"  # derived from the canary: a leak of it is a leak of the canary
@@ -973,16 +973,6 @@ def test_tls_certificates_are_verified_before_the_key_is_sent(
 
 
 # -- plain http, redirects -----------------------------------------------------------------------------------------
-
-
-def non_loopback_ipv4() -> str | None:
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.connect(("192.0.2.1", 9))  # UDP connect sends nothing
-            address = str(probe.getsockname()[0])
-        return None if ipaddress.ip_address(address).is_loopback else address
-    except OSError:
-        return None
 
 
 @pytest.mark.skipif(non_loopback_ipv4() is None, reason="this machine has no non-loopback IPv4 address")

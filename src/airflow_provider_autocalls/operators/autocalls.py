@@ -571,8 +571,8 @@ class BulkSendTemplateOperator(BaseOperator):
             return State.RELEASED, error if error.retryable else AirflowFailException(
                 f"{type(error).__name__}: {error}"
             )
-        except BaseException:
-            if self.hook.request_may_have_reached_api:
+        except BaseException as error:
+            if _in_doubt(error, self.hook):
                 ledger.finish(row.phone, State.UNKNOWN, line=row.line, reason="interrupted during the send")
             else:  # interrupted before the request went out, or between attempts
                 ledger.finish(row.phone, State.RELEASED)
