@@ -6,7 +6,11 @@ PYTHON ?= python3
 VENV := .venv/airflow-$(AIRFLOW)
 BIN := $(VENV)/bin
 LOCK := constraints/airflow-$(AIRFLOW).txt
-UV := $(shell command -v uv 2>/dev/null || echo $(PYTHON) -m uv)
+# Our own tools live in the project's folders: uv is bootstrapped into .venv/tools, never into the
+# interpreter that runs make, and every install below names its target environment.
+TOOLS := .venv/tools
+UV := $(TOOLS)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
 # Tests and the demo use a throw-away Airflow home, never ~/airflow.
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
@@ -22,11 +26,20 @@ help:
 	@echo "make soak      10,000 messages with faults and a SIGKILL; SOAK_N=1000 for a short one"
 	@echo "make lock      re-pin constraints/ after a dependency change"
 
-$(BIN)/.installed: $(LOCK) pyproject.toml
-	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install -q "uv==$(UV_VERSION)"
+# A venv of its own for uv: `python -m venv` then that venv's pip, so the system Python is never touched.
+$(UV):
+	@rm -rf $(TOOLS)
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
+
+# The marker is written last, and only once the venv really holds the package and its tools, so an
+# interrupted install is simply redone by the next make.
+$(BIN)/.installed: $(LOCK) pyproject.toml | $(UV)
+	@rm -f $@
 	$(UV) venv -q --allow-existing --python "$$(command -v $(PYTHON))" $(VENV)
-	VIRTUAL_ENV=$(VENV) $(UV) pip sync -q $(LOCK)
-	VIRTUAL_ENV=$(VENV) $(UV) pip install -q --no-deps -e .
+	$(UV) pip sync -q --python $(BIN)/python $(LOCK)
+	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
+	$(BIN)/python -c "import airflow_provider_autocalls" && test -x $(BIN)/ruff && test -x $(BIN)/mypy
 	@touch $@
 
 venv: $(BIN)/.installed
@@ -80,7 +93,7 @@ SOAK_N ?= 10000
 soak: venv
 	$(BIN)/python scripts/soak.py $(SOAK_N)
 
-lock:
+lock: $(UV)
 	@set -e; for v in $(AIRFLOW_VERSIONS); do \
 	  $(UV) pip compile -q --python-version 3.11 --extra dev --extra bench --extra e2e pyproject.toml constraints/airflow-$$v.in \
 	    -o constraints/airflow-$$v.txt --custom-compile-command "make lock"; done
