@@ -170,3 +170,20 @@ def non_loopback_ipv4() -> str | None:
         return None if ipaddress.ip_address(address).is_loopback else address
     except OSError:
         return None
+
+
+@pytest.fixture
+def memory_location() -> str:
+    """An object-storage URI on fsspec's in-memory filesystem, attached if this Airflow has not."""
+    import uuid
+
+    import fsspec
+
+    try:
+        from airflow.sdk.io.store import attach
+    except ImportError:  # Airflow 2
+        from airflow.io.store import attach  # type: ignore[no-redef]
+    memory = fsspec.filesystem("memory")
+    store = attach(protocol="memory", fs=memory)
+    store.fs = memory  # a store cached before, without a filesystem, gets one too
+    return f"memory://ledgers/{uuid.uuid4().hex}"

@@ -12,18 +12,43 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from pytest_mock import MockerFixture
 
 from airflow_provider_autocalls.exceptions import SenderOfflineError
-from airflow_provider_autocalls.ledger import State, default_location, instance_path, ledger_for
+from airflow_provider_autocalls.ledger import (
+    LedgerCorruptError,
+    LedgerStoreError,
+    State,
+    default_location,
+    instance_path,
+    ledger_for,
+    phone_key,
+)
 from airflow_provider_autocalls.operators.autocalls import SendFreeformOperator, SendTemplateOperator
 from airflow_provider_autocalls.testing import AutocallsSimulator, Fault
 
 PHONE = "+14155550123"
 
 
-def context(task_id: str = "send", map_index: int = -1) -> Any:
-    ti = SimpleNamespace(
-        dag_id="d", run_id="manual__2026-05-01T10:00:00+00:00", task_id=task_id, map_index=map_index
-    )
+def context(
+    task_id: str = "send", map_index: int = -1, run_id: str = "manual__2026-05-01T10:00:00+00:00"
+) -> Any:
+    ti = SimpleNamespace(dag_id="d", run_id=run_id, task_id=task_id, map_index=map_index, try_number=1)
     return {"ti": ti}
+
+
+KEY = phone_key(PHONE)
+
+
+def records(tmp_path: Path, ctx: Any = None) -> list[str]:
+    """The record names of the ledger of ``ctx``, sorted."""
+    ledger = ledger_for(ctx or context(), str(tmp_path))
+    assert ledger is not None
+    return sorted(ledger.store.names())
+
+
+def claim_without_outcome(location: str, ctx: Any = None) -> None:
+    """What a worker killed during the request leaves behind."""
+    ledger = ledger_for(ctx or context(), location)
+    assert ledger is not None
+    ledger.new_claim(KEY, PHONE).take()
 
 
 @pytest.fixture(autouse=True)
@@ -49,9 +74,7 @@ def test_a_later_try_returns_the_first_answer_without_sending(
     again = op(tmp_path).execute(context())
     assert again == first
     assert len(sim.delivered) == 1
-    ledger = ledger_for(context(), str(tmp_path))
-    assert ledger is not None
-    assert [r["state"] for r in ledger.records()] == ["started", "sent"]
+    assert records(tmp_path) == [f"{KEY}.0.claim", f"{KEY}.0.outcome"]
 
 
 def test_another_task_instance_has_its_own_ledger(tmp_path: Path, sim: AutocallsSimulator) -> None:
@@ -61,13 +84,10 @@ def test_another_task_instance_has_its_own_ledger(tmp_path: Path, sim: Autocalls
 
 
 def test_a_send_cut_off_mid_request_is_never_repeated(tmp_path: Path, sim: AutocallsSimulator) -> None:
-    ledger = ledger_for(context(), str(tmp_path))
-    assert ledger is not None
-    ledger.begin(PHONE)  # what a worker killed during the request leaves behind
-    with pytest.raises(AirflowFailException, match="may have been delivered.*remove the ledger"):
+    claim_without_outcome(str(tmp_path))
+    with pytest.raises(AirflowFailException, match="may have been delivered.*release-unknown"):
         op(tmp_path).execute(context())
     assert sim.requests == []
-    assert ledger.last(PHONE)["state"] == State.UNKNOWN  # type: ignore[index]
     with pytest.raises(AirflowFailException):
         op(tmp_path).execute(context())
     assert sim.requests == []
@@ -77,7 +97,7 @@ def test_a_send_in_doubt_is_recorded_and_not_repeated(tmp_path: Path, sim: Autoc
     sim.inject(Fault(endpoint="send_template", process=True, drop=True))
     with pytest.raises(AirflowFailException):
         op(tmp_path).execute(context())
-    with pytest.raises(AirflowFailException, match="earlier try"):
+    with pytest.raises(AirflowFailException, match="Try 1 of this task started sending"):
         op(tmp_path).execute(context())
     assert len(sim.requests) == 1
     assert len(sim.delivered) == 1
@@ -111,25 +131,71 @@ def test_skipping_a_closed_window_releases_too(tmp_path: Path, sim: AutocallsSim
     assert [m["kind"] for m in sim.delivered] == ["freeform"]
 
 
-def test_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
-    ledger = ledger_for(context(), str(tmp_path))
-    assert ledger is not None
-    ledger.finish(PHONE, State.SENT, message_sid="SM1")
-    ledger.close()
-    path = tmp_path / f"{instance_path(context()['ti'])}.ledger.jsonl"
-    with path.open("a") as f:
-        f.write('{"recipient": "+1415555')
-    assert [r["state"] for r in ledger.records()] == ["sent"]
+def test_a_torn_claim_means_nothing_was_sent(tmp_path: Path, sim: AutocallsSimulator) -> None:
+    # Killed between creating the claim and writing it: its request never left.
+    folder = tmp_path / instance_path(context()["ti"]) / "ledger"
+    folder.mkdir(parents=True)
+    (folder / f"{KEY}.0.claim.json").write_text('{"key": "p1415')
+    op(tmp_path).execute(context())
+    assert len(sim.delivered) == 1
+    assert f"{KEY}.1.outcome" in records(tmp_path)
 
 
-def test_an_object_store_without_append_gets_one_object_per_record(sim: AutocallsSimulator) -> None:
-    from airflow.providers.common.compat.sdk import ObjectStoragePath
+def test_a_torn_outcome_stays_in_doubt(tmp_path: Path, sim: AutocallsSimulator) -> None:
+    claim_without_outcome(str(tmp_path))
+    folder = tmp_path / instance_path(context()["ti"]) / "ledger"
+    (folder / f"{KEY}.0.outcome.json").write_text('{"state": "se')
+    with pytest.raises(AirflowFailException, match="may have been delivered"):
+        op(tmp_path).execute(context())
+    assert sim.requests == []
 
-    try:
-        ObjectStoragePath("memory://probe").exists()
-    except ValueError:
-        pytest.skip("this Airflow's object storage has no memory:// filesystem to test with")
-    location = "memory://ledgers/test-object-store"
+
+def test_a_corrupt_record_fails_at_once_with_a_clear_error(tmp_path: Path, sim: AutocallsSimulator) -> None:
+    claim_without_outcome(str(tmp_path))
+    folder = tmp_path / instance_path(context()["ti"]) / "ledger"
+    (folder / f"{KEY}.0.outcome.json").write_text('{"state": "delivered-maybe"}')
+    with pytest.raises(AirflowFailException, match="no valid state") as failure:
+        op(tmp_path).execute(context())
+    assert isinstance(failure.value.__cause__, LedgerCorruptError)
+    assert sim.requests == []
+
+
+def test_a_relative_ledger_location_is_refused_before_anything_is_sent(sim: AutocallsSimulator) -> None:
+    with pytest.raises(AirflowFailException, match="relative path") as failure:
+        op(Path("ledgers")).execute(context())
+    assert isinstance(failure.value.__cause__, LedgerStoreError)
+    assert sim.requests == []
+
+
+def test_distinct_task_instances_never_share_a_ledger(tmp_path: Path) -> None:
+    # Once, a mapped "send"[3] and a task "send.3", or runs "promo:may" and "promo_may", shared one.
+    paths = {
+        instance_path(context("send", 3)["ti"]),
+        instance_path(context("send.3")["ti"]),
+        instance_path(context("send", run_id="promo:may")["ti"]),
+        instance_path(context("send", run_id="promo_may")["ti"]),
+        instance_path(context("Send", run_id="promo_may")["ti"]),
+        instance_path(context("send", run_id="promo_may=send=-1=")["ti"]),
+    }
+    assert len(paths) == 6
+    long = instance_path(context("t" * 250, run_id="r" * 250)["ti"])
+    assert all(0 < len(part) <= 120 for part in long.split("/"))
+
+
+def test_the_second_of_two_distinct_task_instances_still_sends(
+    tmp_path: Path, sim: AutocallsSimulator
+) -> None:
+    op(tmp_path).execute(context("send", 3))
+    op(tmp_path).execute(context("send.3"))
+    op(tmp_path).execute(context("send", run_id="promo:may"))
+    op(tmp_path).execute(context("send", run_id="promo_may"))
+    assert len(sim.delivered) == 4
+
+
+def test_an_object_store_gets_one_exclusive_object_per_record(
+    sim: AutocallsSimulator, memory_location: str
+) -> None:
+    location = memory_location
     first = SendTemplateOperator(
         task_id="send", sender_id=12, template_id=46, recipient_phone=PHONE, ledger_location=location
     ).execute(context())
@@ -141,7 +207,8 @@ def test_an_object_store_without_append_gets_one_object_per_record(sim: Autocall
     ledger = ledger_for(context(), location)
     assert ledger is not None
     assert ledger.location.startswith("memory://")
-    assert [r["state"] for r in ledger.records()] == ["started", "sent"]
+    assert sorted(ledger.store.names()) == [f"{KEY}.0.claim", f"{KEY}.0.outcome"]
+    assert not ledger.store.create(f"{KEY}.0.claim", {"key": KEY})  # exclusive
 
 
 def test_no_task_instance_means_no_ledger() -> None:
@@ -177,36 +244,28 @@ def test_a_retry_in_a_dag_run_does_not_send_twice(
     assert len(sim.delivered) == 1
 
 
-def test_a_record_after_a_torn_line_is_not_lost(tmp_path: Path) -> None:
-    ledger = ledger_for(context(), str(tmp_path))
-    assert ledger is not None
-    ledger.begin(PHONE)
-    ledger.close()
-    path = tmp_path / f"{instance_path(context()['ti'])}.ledger.jsonl"
-    with path.open("a") as f:
-        f.write('{"recipient": "+1415555')  # the crash tore this write
-    again = ledger_for(context(), str(tmp_path))
-    assert again is not None
-    again.finish(PHONE, State.UNKNOWN)
-    assert [r["state"] for r in again.records()] == ["started", "unknown"]
-
-
 def test_a_local_ledger_with_a_distributed_executor_is_warned_about(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor")
-    with caplog.at_level("WARNING"):
-        ledger_for(context(), str(tmp_path))
-    assert "a folder only this worker sees" in caplog.text
+    for executors, warned in [
+        ("CeleryExecutor", True),
+        ("LocalExecutor,CeleryExecutor", True),
+        ("LocalExecutor,my_company.executors.KubernetesLikeExecutor", True),
+        ("LocalExecutor", False),
+        ("airflow.executors.local_executor.LocalExecutor", False),
+    ]:
+        caplog.clear()
+        monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", executors)
+        with caplog.at_level("WARNING"):
+            ledger_for(context(), str(tmp_path))
+        assert ("a folder only this worker sees" in caplog.text) is warned, executors
 
 
 def test_a_missing_connection_leaves_no_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AIRFLOW_CONN_AUTOCALLS_DEFAULT")
     with pytest.raises(Exception, match="autocalls_default"):
         op(tmp_path).execute(context())
-    ledger = ledger_for(context(), str(tmp_path))
-    assert ledger is not None
-    assert list(ledger.records()) == []
+    assert records(tmp_path) == []
 
 
 # -- interrupted by something else than the API: a signal, a log pipe whose reader died -----------
@@ -220,9 +279,7 @@ def test_a_failure_after_the_api_said_sent_still_records_the_send(
     with pytest.raises(BrokenPipeError):
         op(tmp_path).execute(context())
     mocker.stopall()
-    ledger = ledger_for(context(), str(tmp_path))
-    assert ledger is not None
-    assert ledger.last(PHONE)["state"] == State.SENT  # type: ignore[index]
+    assert _state(tmp_path) == State.SENT
     assert op(tmp_path).execute(context())["message_sid"] == sim.delivered[0]["message_sid"]
     assert len(sim.delivered) == 1
 
@@ -238,9 +295,7 @@ def test_an_interruption_between_attempts_releases_the_recipient(
         op(tmp_path).execute(context())
     mocker.stopall()
     assert sim.delivered == []
-    ledger = ledger_for(context(), str(tmp_path))
-    assert ledger is not None
-    assert ledger.last(PHONE)["state"] == State.RELEASED  # type: ignore[index]
+    assert _state(tmp_path) == State.RELEASED
     op(tmp_path).execute(context())
     assert len(sim.delivered) == 1
 
@@ -256,4 +311,50 @@ def test_an_interruption_while_the_request_is_out_stays_in_doubt(
     assert len(sim.delivered) == 1
     with pytest.raises(AirflowFailException, match="may have been delivered"):
         op(tmp_path).execute(context())
+    assert len(sim.delivered) == 1
+
+
+def _state(tmp_path: Path) -> State:
+    ledger = ledger_for(context(), str(tmp_path))
+    assert ledger is not None
+    entry = ledger.entry(KEY)
+    assert entry is not None
+    return entry.state
+
+
+def test_no_wall_clock_orders_or_decides_anything(
+    sim: AutocallsSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+    memory_location: str,
+    make_conn: Callable[..., str],
+    mocker: MockerFixture,
+) -> None:
+    """Tries on workers whose clocks differ by 10 minutes still agree on what was sent."""
+    import datetime
+
+    from airflow.providers.common.compat.sdk import timezone
+
+    def send() -> dict[str, Any]:
+        return SendTemplateOperator(
+            task_id="send",
+            sender_id=12,
+            template_id=46,
+            recipient_phone=PHONE,
+            ledger_location=memory_location,
+        ).execute(context())
+
+    make_conn(max_retries=2)
+    # Try 1 is interrupted between two attempts (after a 429): nothing was sent, the message is released.
+    sim.inject(Fault(endpoint="send_template", status=429, headers={"Retry-After": "0"}))
+    mocker.patch("airflow_provider_autocalls.hooks._retry.log.warning", side_effect=BrokenPipeError)
+    with pytest.raises(BrokenPipeError):
+        send()
+    mocker.stopall()
+    # Try 2 runs on a worker whose clock is 10 minutes behind, and sends.
+    real_utcnow = timezone.utcnow
+    monkeypatch.setattr(timezone, "utcnow", lambda: real_utcnow() - datetime.timedelta(minutes=10))
+    first = send()
+    monkeypatch.setattr(timezone, "utcnow", real_utcnow)
+    # Try 3 (a clear and re-run) on a worker with the right time must see try 2's send.
+    assert send()["message_sid"] == first["message_sid"]
     assert len(sim.delivered) == 1

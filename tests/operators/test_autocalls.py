@@ -15,7 +15,11 @@ from airflow_provider_autocalls.exceptions import (
     RateLimitError,
     SenderOfflineError,
 )
-from airflow_provider_autocalls.operators.autocalls import SendFreeformOperator, SendTemplateOperator
+from airflow_provider_autocalls.operators.autocalls import (
+    BulkSendTemplateOperator,
+    SendFreeformOperator,
+    SendTemplateOperator,
+)
 from airflow_provider_autocalls.testing import AutocallsSimulator, Fault
 from tests.conftest import DAG_HEADER
 
@@ -56,13 +60,16 @@ def test_every_user_argument_is_templated_and_nothing_is_read_from_files() -> No
         "recipient_name",
         "variables",
         "autocalls_conn_id",
+        "ledger_location",
     }
     assert set(SendFreeformOperator.template_fields) == {
         "sender_id",
         "recipient_phone",
         "message",
         "autocalls_conn_id",
+        "ledger_location",
     }
+    assert "ledger_location" in BulkSendTemplateOperator.template_fields
     assert not SendTemplateOperator.template_ext
     assert not SendFreeformOperator.template_ext
 

@@ -16,13 +16,13 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from pytest_mock import MockerFixture
 
 from airflow_provider_autocalls.exceptions import SenderOfflineError
-from airflow_provider_autocalls.ledger import ledger_for
+from airflow_provider_autocalls.ledger import ledger_for, phone_key
 from airflow_provider_autocalls.operators.autocalls import BulkSendTemplateOperator
 from airflow_provider_autocalls.testing import AutocallsSimulator, Fault
 
 
 def context() -> Any:
-    return {"ti": SimpleNamespace(dag_id="d", run_id="r1", task_id="bulk", map_index=-1)}
+    return {"ti": SimpleNamespace(dag_id="d", run_id="r1", task_id="bulk", map_index=-1, try_number=1)}
 
 
 def phones(n: int, start: int = 0) -> list[str]:
@@ -153,10 +153,11 @@ def test_a_retry_sends_only_to_recipients_without_a_record(tmp_path: Path, sim: 
 def test_a_send_cut_off_by_a_crash_is_unknown_and_never_repeated(
     tmp_path: Path, sim: AutocallsSimulator
 ) -> None:
-    ledger = ledger_for(context(), str(tmp_path), suffix="bulk.jsonl")
+    ledger = ledger_for(context(), str(tmp_path))
     assert ledger is not None
-    ledger.begin(phones(1)[0])  # what a SIGKILL during that request leaves
-    ledger.close()
+    ledger.new_claim(
+        phone_key(phones(1)[0]), phones(1)[0]
+    ).take()  # what a SIGKILL during that request leaves
     summary = bulk(tmp_path, recipients=[{"recipient_phone": p} for p in phones(3)]).execute(context())
     assert sorted(m["recipient_phone"] for m in sim.delivered) == phones(2, 1)
     assert (summary["sent"], summary["unknown"]) == (2, 1)
@@ -212,7 +213,7 @@ def test_passing_the_threshold_stops_and_fails_with_a_full_report(
         bulk(tmp_path, recipients=[{"recipient_phone": p} for p in phones(10)], max_failures=2).execute(
             context()
         )
-    report = next(tmp_path.rglob("*.report.jsonl"))
+    report = next(tmp_path.rglob("report.jsonl"))
     statuses = [json.loads(line)["status"] for line in report.read_text().splitlines()]
     assert sorted(statuses) == ["failed"] * 3 + ["skipped"] * 7
 
@@ -298,7 +299,7 @@ def test_an_error_about_every_row_stops_and_the_stopped_row_is_reported(
     sim.inject(Fault(endpoint="send_template", status=422, body=not_synced))
     with pytest.raises(AirflowFailException, match="TEMPLATE_NOT_SYNCED"):
         bulk(tmp_path, recipients=[{"recipient_phone": p} for p in phones(5)]).execute(context())
-    report = next(tmp_path.rglob("*.report.jsonl"))
+    report = next(tmp_path.rglob("report.jsonl"))
     rows = [json.loads(line) for line in report.read_text().splitlines()]
     assert sorted(r["line"] for r in rows) == [1, 2, 3, 4, 5]  # every recipient accounted for
     assert {r["status"] for r in rows} == {"skipped"}

@@ -27,6 +27,7 @@ from airflow_provider_autocalls.hooks._answers import (
     decode_answer,
     transport_failure,
 )
+from airflow_provider_autocalls.hooks._claims import Guard, guard_for
 from airflow_provider_autocalls.hooks._clients import new_client, shared_async_client
 from airflow_provider_autocalls.hooks._pacing import Pacer, pacer_for
 from airflow_provider_autocalls.hooks._retry import MAX_RETRY_AFTER, retry_policy
@@ -192,6 +193,8 @@ class AutocallsHook(BaseHook):
     :param timeout: overrides the connection's ``timeout``.
     :param rate_limit: overrides the connection's ``rate_limit``.
     :param max_retries: overrides the connection's ``max_retries``.
+    :param ledger_location: inside a running task, where the task instance's ledger of sends made
+        through this hook is kept (default ``[autocalls] ledger_location``); see "At most once".
     """
 
     conn_name_attr = "autocalls_conn_id"
@@ -206,9 +209,11 @@ class AutocallsHook(BaseHook):
         timeout: float | None = None,
         rate_limit: float | None = None,
         max_retries: int | None = None,
+        ledger_location: str | None = None,
     ) -> None:
         super().__init__()
         self.autocalls_conn_id = autocalls_conn_id
+        self.ledger_location = ledger_location
         self.overrides: dict[str, Any] = {
             name: value
             for name, value in (
@@ -322,17 +327,46 @@ class AutocallsHook(BaseHook):
 
     # -- one request, sync and async ---------------------------------------------------------------
 
+    def _guard(self, request: ApiRequest) -> Guard | None:
+        """The claim a send is made under (see ``hooks/_claims.py``); reads have none."""
+        return guard_for(request, self.ledger_location) if request.kind is Kind.SEND else None
+
+    def _in_doubt(self, error: BaseException) -> bool:
+        if isinstance(error, SendOutcomeUnknownError):
+            return True
+        if isinstance(error, AutocallsError):
+            return False  # every other error of ours is a definite "nothing was sent"
+        # Interrupted (a signal, a timeout): in doubt only if a request was out at that moment.
+        return self.request_may_have_reached_api
+
     def _request(self, request: ApiRequest) -> Any:
         self.request_may_have_reached_api = False
+        guard = self._guard(request)
+        if guard is not None and guard.replay is not None:
+            self.log.info("An earlier try of this task made this send already; returning its answer.")
+            return guard.replay
         retrying = Retrying(**retry_policy(request.kind, self.settings.max_retries))
-        return retrying(self._attempt, request)
+        try:
+            answer: Any = retrying(self._attempt, request, guard)
+        except BaseException as error:
+            if guard is None:
+                raise
+            failure = guard.failed(error, self._in_doubt(error))
+            if failure is error:
+                raise
+            raise failure from error
+        if guard is not None:
+            guard.succeeded(answer)
+        return answer
 
-    def _attempt(self, request: ApiRequest) -> Any:
+    def _attempt(self, request: ApiRequest, guard: Guard | None = None) -> Any:
         import httpx
 
         client = self.client  # built before the permit is taken: building it takes milliseconds
         try:
             with self.pacer.permit():
+                if guard is not None and guard.claim is not None:
+                    guard.claim.take()  # after the permit, right before the request leaves
                 self.request_may_have_reached_api = True
                 with client.stream(
                     request.method, request.path, params=request.params, json=request.body
@@ -349,19 +383,35 @@ class AutocallsHook(BaseHook):
 
     async def _async_request(self, request: ApiRequest) -> Any:
         settings = await self.async_settings()
+        guard = self._guard(request)
+        if guard is not None and guard.replay is not None:
+            return guard.replay
         retrying = AsyncRetrying(**retry_policy(request.kind, settings.max_retries))
-        return await retrying(self._async_attempt, request)
+        try:
+            answer: Any = await retrying(self._async_attempt, request, guard)
+        except BaseException as error:
+            if guard is None:
+                raise
+            failure = guard.failed(error, isinstance(error, SendOutcomeUnknownError))
+            if failure is error:
+                raise
+            raise failure from error
+        if guard is not None:
+            guard.succeeded(answer)
+        return answer
 
-    async def _async_attempt(self, request: ApiRequest) -> Any:
+    async def _async_attempt(self, request: ApiRequest, guard: Guard | None = None) -> Any:
         import httpx
 
         client, pacer = await self._async_client()
         try:
-            async with (
-                pacer.async_permit(),
-                client.stream(request.method, request.path, params=request.params, json=request.body) as r,
-            ):
-                content = await _aread_capped(r.aiter_bytes(), r.headers)
+            async with pacer.async_permit():
+                if guard is not None and guard.claim is not None:
+                    guard.claim.take()  # after the permit, right before the request leaves
+                async with client.stream(
+                    request.method, request.path, params=request.params, json=request.body
+                ) as r:
+                    content = await _aread_capped(r.aiter_bytes(), r.headers)
         except httpx.RequestError as exc:  # transport errors, and a body that cannot be decoded
             raise transport_failure(request, exc) from exc
         return self._decode(request, r.status_code, r.headers, content, pacer)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -16,66 +16,35 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_autocalls._task_errors import fail_fast_unless_retryable
-from airflow_provider_autocalls.bulk import (
-    Progress,
-    RecipientSource,
-    Row,
-    SkippedRows,
-    check_row,
-    phone_key,
-    write_report,
-)
-from airflow_provider_autocalls.exceptions import (
-    AutocallsError,
-    AutocallsServerError,
-    AutocallsValidationError,
-    InvalidPhoneError,
-    SendOutcomeUnknownError,
-    SessionExpiredError,
-    TemplateMismatchError,
-)
+from airflow_provider_autocalls.bulk import RecipientSource
+from airflow_provider_autocalls.bulk_send import BulkSend, Settings
+from airflow_provider_autocalls.exceptions import SessionExpiredError
+from airflow_provider_autocalls.hooks._claims import under_claim
 from airflow_provider_autocalls.hooks.autocalls import AutocallsHook
 from airflow_provider_autocalls.ledger import (
+    ClaimTakenError,
+    Entry,
     Ledger,
     State,
     default_location,
     instance_path,
     ledger_for,
     open_location,
+    phone_key,
 )
-from airflow_provider_autocalls.validation import check_id, check_variables
+from airflow_provider_autocalls.validation import check_id, check_phone, check_variables
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context, XComArg
 
 IF_SESSION_CLOSED = ("fail", "skip")
-
-
-#: Errors about one row (its phone, its variables): that row fails, the others go on.
-ROW_ERRORS = (InvalidPhoneError, TemplateMismatchError)
-#: Sends in a row that ended in doubt before a bulk send stops (the API is failing).
-MAX_IN_DOUBT_IN_A_ROW = 3
+#: How often a try that lost the claim to a racing try looks for that try's outcome.
+_OUTCOME_POLL = 0.2
 
 
 def _connect(hook: AutocallsHook) -> None:
-    """Read the connection and build the client now, before anything is recorded as started."""
+    """Read the connection and build the client now, before anything is claimed."""
     hook.get_conn()
-
-
-def _in_doubt(error: BaseException, hook: AutocallsHook) -> bool:
-    """Whether a send that ended in ``error`` may have reached the API."""
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, SendOutcomeUnknownError):
-            return True
-        if isinstance(cause, AutocallsError):
-            return False  # every other error of ours is a definite "nothing was sent"
-        cause = cause.__cause__
-    if isinstance(error, AirflowSkipException | AirflowFailException):
-        return False
-    # Killed, timed out or interrupted: in doubt if a request was out and not surely refused.
-    # (Interrupted between attempts, after a 429 say, nothing is out.)
-    return hook.request_may_have_reached_api
 
 
 class _AutocallsSendOperator(BaseOperator):
@@ -103,57 +72,77 @@ class _AutocallsSendOperator(BaseOperator):
         return AutocallsHook(autocalls_conn_id=self.autocalls_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        ledger = ledger_for(context, self.ledger_location)
+        with fail_fast_unless_retryable():
+            recipient = check_phone(self.recipient_phone)
+            ledger = ledger_for(context, self.ledger_location)
+        extras = self._describe()
         if ledger is None:
-            result = self._send_and_describe()
+            result = self._send_and_describe(extras)
             self._report_sent(result)
             return result
-        try:
-            return self._send_at_most_once(ledger)
-        finally:
-            ledger.close()
+        return self._send_at_most_once(ledger, recipient, extras)
 
-    def _send_at_most_once(self, ledger: Ledger) -> dict[str, Any]:
-        """Consult the task instance's ledger so that no later try of this task sends again."""
-        recipient = str(self.recipient_phone)
-        earlier = ledger.last(recipient)
-        if earlier and earlier["state"] == State.SENT:
-            self.log.info(
-                "An earlier try sent this message (%s); not sending again.", earlier.get("message_sid")
-            )
-            return dict(earlier["xcom"])
-        if earlier and earlier["state"] in (State.STARTED, State.UNKNOWN):
-            if earlier["state"] == State.STARTED:
-                ledger.finish(recipient, State.UNKNOWN)
-            raise AirflowFailException(
-                f"An earlier try of this task started sending to {recipient} and never learned the outcome "
-                "(the worker stopped, or the answer was lost), so the message may have been delivered. It is "
-                "not sent again automatically: check the conversation in the Autocalls dashboard, and to send "
-                f"anyway remove the ledger {ledger.location}."
-            )
+    def _send_at_most_once(self, ledger: Ledger, recipient: str, extras: dict[str, Any]) -> dict[str, Any]:
+        """Claim the message in the task instance's ledger, so that no other try of this task sends it."""
+        key = phone_key(recipient)
         with fail_fast_unless_retryable():
-            _connect(self.hook)  # a missing or broken connection must not leave a write-ahead record
-        ledger.begin(recipient)
+            earlier = ledger.entry(key)
+        if earlier is not None and earlier.state is not State.RELEASED:
+            return self._earlier_outcome(ledger, earlier)
+        with fail_fast_unless_retryable():
+            _connect(self.hook)  # a missing or broken connection must not leave a claim
+        claim = ledger.new_claim(key, recipient, earlier.next_gen if earlier else 0, xcom=extras)
         try:
-            result = self._send_and_describe()
-        except BaseException as error:
-            ledger.finish(recipient, State.UNKNOWN if _in_doubt(error, self.hook) else State.RELEASED)
-            raise
-        # Recorded before anything else can fail (even the log line below): the API said "sent".
-        ledger.finish(recipient, State.SENT, message_sid=result.get("message_sid"), xcom=result)
+            with under_claim(claim):
+                result = self._send_and_describe(extras)
+        except AirflowFailException as failure:
+            if not isinstance(failure.__cause__, ClaimTakenError):
+                raise
+            # A try racing this one claimed the message first: its outcome is this task's outcome.
+            return self._earlier_outcome(ledger, self._outcome_of_racing_try(ledger, key))
+        # The claim recorded "sent" before anything else could fail (even the log line below).
         self._report_sent(result)
         return result
 
-    def _send_and_describe(self) -> dict[str, Any]:
-        sent_at = timezone.utcnow().isoformat()
-        with fail_fast_unless_retryable():
-            answer = self._send()
+    def _earlier_outcome(self, ledger: Ledger, earlier: Entry | None) -> dict[str, Any]:
+        if earlier is not None and earlier.state is State.SENT:
+            details = earlier.details
+            self.log.info(
+                "Try %s of this task sent this message (%s); not sending again.",
+                earlier.try_number,
+                details.get("message_sid"),
+            )
+            return {**(details.get("answer") or {}), **(details.get("xcom") or {})}
+        recipient = self.recipient_phone
+        raise AirflowFailException(
+            f"Try {earlier.try_number if earlier else '?'} of this task started sending to {recipient} and "
+            "no outcome was recorded (the worker stopped, or the answer was lost), so the message may have "
+            "been delivered. It is not sent again automatically: check the conversation in the Autocalls "
+            "dashboard; if it did not arrive, release it with `airflow autocalls release-unknown` (or "
+            f"airflow_provider_autocalls.ledger.release_unknown) and clear the task. Ledger: {ledger.location}"
+        )
+
+    def _outcome_of_racing_try(self, ledger: Ledger, key: str) -> Entry | None:
+        """Wait, at most the connection's timeout and a little more, for the racing try's outcome."""
+        deadline = time.monotonic() + self.hook.settings.timeout + 5
+        while True:
+            entry = ledger.entry(key)
+            if (entry is not None and entry.outcome is not None) or time.monotonic() > deadline:
+                return entry
+            time.sleep(_OUTCOME_POLL)
+
+    def _describe(self) -> dict[str, Any]:
+        """What the XCom adds to the API's answer; kept with the claim so a later try returns the same."""
         return {
-            **answer,
-            "sent_at": sent_at,
+            "sent_at": timezone.utcnow().isoformat(),
             "sender_id": self.sender_id,
             "recipient_phone": self.recipient_phone,
         }
+
+    def _send_and_describe(self, extras: dict[str, Any]) -> dict[str, Any]:
+        with fail_fast_unless_retryable():
+            answer = self._send()
+        return {**answer, **extras}
 
     def _report_sent(self, result: dict[str, Any]) -> None:
         self.log.info("Sent to %s: message_sid %s", self.recipient_phone, result.get("message_sid"))
@@ -185,9 +174,10 @@ class SendTemplateOperator(_AutocallsSendOperator):
     :param variables: values for the template's placeholders, keyed by position (``"1"``) or by
         variable name (templated).
     :param autocalls_conn_id: the Autocalls connection (templated).
-    :param ledger_location: where the task instance's ledger is kept: a folder or an object-storage
-        URI every worker can see (default ``[autocalls] ledger_location``). A later try of the task
-        reads it and never sends a second time.
+    :param ledger_location: where the task instance's ledger is kept: an absolute folder or an
+        object-storage URI every worker can see (templated; default ``[autocalls] ledger_location``).
+        The send is claimed there before the request leaves, so no other try of the task (a retry, a
+        clear and re-run, a zombie racing its replacement) sends it a second time.
     :return: (XCom) the API's answer (``message_sid``, ``conversation_id``, ``status``, ...) plus
         ``sent_at`` (UTC ISO 8601, taken just before the request), ``sender_id``,
         ``recipient_phone`` and ``template_id``.
@@ -200,6 +190,7 @@ class SendTemplateOperator(_AutocallsSendOperator):
         "recipient_name",
         "variables",
         "autocalls_conn_id",
+        "ledger_location",
     )
     template_fields_renderers = {"variables": "json"}
 
@@ -225,14 +216,16 @@ class SendTemplateOperator(_AutocallsSendOperator):
         self.variables = variables
 
     def _send(self) -> dict[str, Any]:
-        answer = self.hook.send_template(
+        return self.hook.send_template(
             sender_id=self.sender_id,
             template_id=self.template_id,
             recipient_phone=self.recipient_phone,
             recipient_name=self.recipient_name,
             variables=self.variables,
         )
-        return {**answer, "template_id": self.template_id}
+
+    def _describe(self) -> dict[str, Any]:
+        return {**super()._describe(), "template_id": self.template_id}
 
 
 class SendFreeformOperator(_AutocallsSendOperator):
@@ -254,7 +247,13 @@ class SendFreeformOperator(_AutocallsSendOperator):
         ``sender_id`` and ``recipient_phone``.
     """
 
-    template_fields: Sequence[str] = ("sender_id", "recipient_phone", "message", "autocalls_conn_id")
+    template_fields: Sequence[str] = (
+        "sender_id",
+        "recipient_phone",
+        "message",
+        "autocalls_conn_id",
+        "ledger_location",
+    )
 
     def __init__(
         self,
@@ -328,14 +327,18 @@ class BulkSendTemplateOperator(BaseOperator):
     :param max_failures: fail the task once more recipients than this failed (a count, or a
         fraction of the valid recipients when below 1); ``None`` never fails for failed rows.
         Unknown outcomes count as failures here.
+    :param resend_failed: send again to recipients whose earlier outcome was a definite refusal
+        (``failed``); never to ``unknown`` ones, which a person releases after checking
+        (:func:`~airflow_provider_autocalls.ledger.release_unknown`).
     :param report_format: ``"jsonl"`` (default) or ``"csv"``.
     :param ledger_location: a folder or object-storage URI every worker can see (templated;
         default ``[autocalls] ledger_location``). The report is written next to the ledger.
     :param progress_interval: seconds between progress lines at most (also one every 5 %).
     :param autocalls_conn_id: the Autocalls connection (templated).
-    :return: (XCom) counts (``total``, ``sent``, ``failed``, ``unknown``, ``skipped``, ``invalid``,
-        ``duplicates``, ``from_earlier_tries``), ``report`` and ``ledger`` locations, ``elapsed_s``
-        and ``rate_per_s`` of this try.
+    :return: (XCom) the task instance's counts as in the report (``total``, ``sent``, ``failed``,
+        ``unknown``, ``skipped``), ``invalid``, ``duplicates``, ``from_earlier_tries``, ``this_try``
+        (what this try itself did: ``sent``, ``failed``, ``unknown``, ``skipped``), ``report`` and
+        ``ledger`` locations, ``elapsed_s`` and ``rate_per_s`` of this try.
     """
 
     template_fields: Sequence[str] = (
@@ -360,6 +363,7 @@ class BulkSendTemplateOperator(BaseOperator):
         variables: Mapping[Any, Any] | None = None,
         on_invalid_row: Literal["fail", "skip"] = "fail",
         max_failures: float | None = None,
+        resend_failed: bool = False,
         report_format: Literal["jsonl", "csv"] = "jsonl",
         ledger_location: str | None = None,
         progress_interval: float = 10.0,
@@ -385,6 +389,7 @@ class BulkSendTemplateOperator(BaseOperator):
         self.variables = variables
         self.on_invalid_row = on_invalid_row
         self.max_failures = max_failures
+        self.resend_failed = resend_failed
         self.report_format = report_format
         self.ledger_location = ledger_location
         self.progress_interval = progress_interval
@@ -396,195 +401,42 @@ class BulkSendTemplateOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         with fail_fast_unless_retryable():
-            sender_id = check_id(self.sender_id, "sender_id")
-            template_id = check_id(self.template_id, "template_id")
-            shared = check_variables(self.variables)
+            settings = Settings(
+                sender_id=check_id(self.sender_id, "sender_id"),
+                template_id=check_id(self.template_id, "template_id"),
+                shared_variables=check_variables(self.variables),
+                on_invalid_row=self.on_invalid_row,
+                max_failures=self.max_failures,
+                resend_failed=self.resend_failed,
+            )
             source = RecipientSource(self.recipients, self.recipients_file)
+            location = self.ledger_location or default_location()
+            ledger = ledger_for(context, location)
             _connect(self.hook)
-        location = self.ledger_location or default_location()
-        ledger = ledger_for(context, location, suffix="bulk.jsonl")
         if ledger is None:
             raise AirflowFailException(
                 "BulkSendTemplateOperator needs a task instance in its context for its ledger."
             )
-        skipped = SkippedRows()
+        report = open_location(location, f"{instance_path(context['ti'])}/report.{self.report_format}")
+        engine = BulkSend(self.hook, ledger, source, settings, self.log.info, self.progress_interval)
         try:
-            return self._run(context, source, shared, ledger, skipped, sender_id, template_id, location)
+            with fail_fast_unless_retryable():  # a missing or unreadable file stays so on every retry
+                outcome = engine.run(report, self.report_format)
         finally:
-            skipped.close()
-            ledger.close()
-
-    def _run(
-        self,
-        context: Context,
-        source: RecipientSource,
-        shared: dict[str, str] | None,
-        ledger: Ledger,
-        skipped: SkippedRows,
-        sender_id: int,
-        template_id: int,
-        location: str,
-    ) -> dict[str, Any]:
-        started = time.monotonic()
-        with fail_fast_unless_retryable():  # a missing or unreadable file stays so on every retry
-            first_line, invalid, duplicates = self._check_all(source, shared, skipped)
-        done = self._earlier_outcomes(ledger, first_line)
-        to_send = sum(1 for key in first_line if key not in done)
-        self.log.info(
-            "%d valid recipients (%d invalid, %d duplicates), %d already handled by earlier tries; sending to %d.",
-            len(first_line),
-            invalid,
-            duplicates,
-            len(first_line) - to_send,
-            to_send,
-        )
-        progress = Progress(to_send, self.log.info, self.progress_interval)
-        stop: BaseException | None = None
-        # Failures of earlier tries count too: max_failures is about the task instance, not one try.
-        failures = sum(1 for key in first_line if done.get(key) in (State.FAILED, State.UNKNOWN))
-        in_doubt_in_a_row = 0
-        limit = self._failure_limit(len(first_line))
-        for line, raw in source:
-            row = self._sendable(line, raw, shared, first_line, done)
-            if row is None:
-                continue
-            if stop is not None:
-                skipped.add(row.line, row.phone, f"not attempted: the task stopped ({type(stop).__name__})")
-                continue
-            status, stop = self._send_one(ledger, row, sender_id, template_id)
-            if status == State.RELEASED:
-                skipped.add(row.line, row.phone, f"not attempted: the task stopped ({type(stop).__name__})")
-                continue
-            progress.count(status)
-            failures += status in (State.FAILED, State.UNKNOWN)
-            in_doubt_in_a_row = in_doubt_in_a_row + 1 if status == State.UNKNOWN else 0
-            if stop is None and limit is not None and failures > limit:
-                stop = AirflowFailException(
-                    f"{failures} recipients failed, more than max_failures={self.max_failures}."
-                )
-            if stop is None and in_doubt_in_a_row >= MAX_IN_DOUBT_IN_A_ROW:
-                # The API is failing: every further send would be one more message in doubt.
-                stop = AutocallsServerError(
-                    f"{in_doubt_in_a_row} sends in a row ended without a readable answer; stopping so that no "
-                    "more messages end in doubt. A retry of the task resumes with the recipients not yet sent to.",
-                    status_code=0,
-                )
-        progress.finish()
-        report = open_location(location, f"{instance_path(context['ti'])}.report.{self.report_format}")
-        counts = write_report(report, _final(ledger), skipped, self.report_format)
-        elapsed = time.monotonic() - started
+            engine.close()
         summary = {
-            "total": sum(counts.values()),
-            **{status: counts.get(status, 0) for status in ("sent", "failed", "unknown", "skipped")},
-            "invalid": invalid,
-            "duplicates": duplicates,
-            "from_earlier_tries": len(first_line) - to_send,
+            "total": sum(outcome.counts.values()),
+            **{status: outcome.counts.get(status, 0) for status in ("sent", "failed", "unknown", "skipped")},
+            "invalid": outcome.invalid,
+            "duplicates": outcome.duplicates,
+            "from_earlier_tries": outcome.from_earlier_tries,
+            "this_try": {k: outcome.this_try.get(k, 0) for k in ("sent", "failed", "unknown", "skipped")},
             "report": str(report),
             "ledger": ledger.location,
-            "elapsed_s": round(elapsed, 3),
-            "rate_per_s": round(progress.done / elapsed, 3) if elapsed > 0 else 0.0,
+            "elapsed_s": round(outcome.elapsed, 3),
+            "rate_per_s": round(outcome.done / outcome.elapsed, 3) if outcome.elapsed > 0 else 0.0,
         }
         self.log.info("Bulk send finished: %s", summary)
-        if stop is not None:
-            raise stop
+        if outcome.stop is not None:
+            raise outcome.stop
         return summary
-
-    def _earlier_outcomes(self, ledger: Ledger, first_line: dict[int, int]) -> dict[int, State]:
-        """What earlier tries did; a send that started but never finished becomes ``unknown``."""
-        states: dict[int, State] = {}
-        for record in ledger.records():
-            states[phone_key(record["recipient"])] = State(record["state"])
-        for key, state in states.items():
-            if state == State.STARTED:
-                states[key] = State.UNKNOWN
-                ledger.finish(
-                    f"+{key}",
-                    State.UNKNOWN,
-                    line=first_line.get(key),
-                    reason="an earlier try stopped during this send; it may have been delivered",
-                )
-        return {key: state for key, state in states.items() if state.final}
-
-    def _check_all(
-        self, source: RecipientSource, shared: dict[str, str] | None, skipped: SkippedRows
-    ) -> tuple[dict[int, int], int, int]:
-        """Check every row before the first send; return the first line of each phone and the counts."""
-        first_line: dict[int, int] = {}
-        bad: list[str] = []
-        invalid = duplicates = 0
-        for line, raw in source:
-            try:
-                row = check_row(line, raw, shared)
-            except AutocallsValidationError as error:
-                invalid += 1
-                skipped.add(
-                    line, raw.get("recipient_phone") if isinstance(raw, Mapping) else None, str(error)
-                )
-                if len(bad) < 20:
-                    bad.append(f"line {line}: {error}")
-                continue
-            key = phone_key(row.phone)
-            if key in first_line:
-                duplicates += 1
-                skipped.add(line, row.phone, f"duplicate of line {first_line[key]}")
-            else:
-                first_line[key] = line
-        if invalid and self.on_invalid_row == "fail":
-            more = f" (and {invalid - len(bad)} more)" if invalid > len(bad) else ""
-            raise AirflowFailException(
-                f"{invalid} invalid recipient rows; nothing was sent. Fix them, or set on_invalid_row='skip':\n"
-                + "\n".join(bad)
-                + more
-            )
-        return first_line, invalid, duplicates
-
-    @staticmethod
-    def _sendable(
-        line: int, raw: Any, shared: dict[str, str] | None, first_line: dict[int, int], done: dict[int, State]
-    ) -> Row | None:
-        try:
-            row = check_row(line, raw, shared)
-        except AutocallsValidationError:
-            return None  # reported by the check pass
-        key = phone_key(row.phone)
-        return row if first_line.get(key) == line and key not in done else None
-
-    def _send_one(
-        self, ledger: Ledger, row: Row, sender_id: int, template_id: int
-    ) -> tuple[State, BaseException | None]:
-        """Send to one recipient; return its outcome, and the error that must stop the task, if any."""
-        ledger.begin(row.phone)
-        try:
-            answer = self.hook.send_template(sender_id, template_id, row.phone, row.name, row.variables)
-        except SendOutcomeUnknownError as error:
-            ledger.finish(row.phone, State.UNKNOWN, line=row.line, reason=str(error))
-            return State.UNKNOWN, None
-        except ROW_ERRORS as error:
-            ledger.finish(
-                row.phone, State.FAILED, line=row.line, error_code=error.error_code, reason=str(error)
-            )
-            return State.FAILED, None
-        except AutocallsError as error:
-            # Not about this row: every other recipient would get the same answer. Nothing was sent;
-            # stop, and retry later (sender offline, no balance, API unreachable) or fail now.
-            ledger.finish(row.phone, State.RELEASED)
-            return State.RELEASED, error if error.retryable else AirflowFailException(
-                f"{type(error).__name__}: {error}"
-            )
-        except BaseException as error:
-            if _in_doubt(error, self.hook):
-                ledger.finish(row.phone, State.UNKNOWN, line=row.line, reason="interrupted during the send")
-            else:  # interrupted before the request went out, or between attempts
-                ledger.finish(row.phone, State.RELEASED)
-            raise
-        ledger.finish(row.phone, State.SENT, line=row.line, message_sid=answer.get("message_sid"))
-        return State.SENT, None
-
-    def _failure_limit(self, valid: int) -> float | None:
-        if self.max_failures is None:
-            return None
-        return self.max_failures * valid if 0 < self.max_failures < 1 else self.max_failures
-
-
-def _final(ledger: Ledger) -> Iterator[dict[str, Any]]:
-    return (record for record in ledger.records() if State(record["state"]).final)
