@@ -25,7 +25,16 @@ from typing import IO, Any
 from airflow_provider_autocalls.exceptions import AutocallsValidationError
 from airflow_provider_autocalls.validation import check_phone, check_recipient_name, check_variables
 
-REPORT_FIELDS = ("line", "recipient_phone", "status", "message_sid", "error_code", "reason", "at")
+REPORT_FIELDS = (
+    "line",
+    "recipient_phone",
+    "recipient_name",
+    "status",
+    "message_sid",
+    "error_code",
+    "reason",
+    "try_number",
+)
 
 
 @dataclass(frozen=True, slots=True)

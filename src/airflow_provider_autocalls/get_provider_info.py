@@ -93,6 +93,8 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "notifications": ["airflow_provider_autocalls.notifications.autocalls.AutocallsNotifier"],
+        # `airflow autocalls show-ledger|release-unknown` (Airflow 3; `autocalls-ledger` works everywhere).
+        "cli": ["airflow_provider_autocalls.cli.get_autocalls_cli_commands"],
         "config": {
             "autocalls": {
                 "description": "The Autocalls provider.",

@@ -528,9 +528,9 @@ def _count_attempts(hook: AutocallsHook) -> list[int]:
     attempt = hook._attempt
     counter = [0]
 
-    def counted(request: Any) -> Any:
+    def counted(*args: Any) -> Any:
         counter[0] += 1
-        return attempt(request)
+        return attempt(*args)
 
     hook.__dict__["_attempt"] = counted
     return counter

@@ -108,7 +108,7 @@ class _AutocallsSendOperator(BaseOperator):
         if earlier is not None and earlier.state is State.SENT:
             details = earlier.details
             self.log.info(
-                "Try %s of this task sent this message (%s); not sending again.",
+                "An earlier try sent this message (try %s, %s); not sending again.",
                 earlier.try_number,
                 details.get("message_sid"),
             )
