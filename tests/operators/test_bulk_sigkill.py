@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from airflow_provider_autocalls.testing import AutocallsSimulator, Fault
 
@@ -64,3 +65,59 @@ def test_sigkill_mid_request_then_retry(
     sent_sids = {r["message_sid"] for r in report if r["status"] == "sent"}
     assert sent_sids <= {m["message_sid"] for m in sim.delivered}
     assert sim.rate_limited_count == 0
+
+
+KILLS = 10
+
+
+def test_kills_at_random_moments_leave_unknown_only_what_was_on_the_wire(
+    make_conn: Callable[..., str], sim: AutocallsSimulator, tmp_path: Path
+) -> None:
+    """
+    At 5/s a bulk send spends nearly all its time waiting for its rate-limit permit. Killed there, it
+    must leave that recipient sendable: a claim goes down only after the permit, right before the
+    request leaves, so every ``unknown`` recipient is one whose request the simulator received.
+    """
+    import multiprocessing
+    import random
+    from types import SimpleNamespace
+
+    from airflow_provider_autocalls.hooks.autocalls import AutocallsHook
+    from airflow_provider_autocalls.ledger import State, ledger_for
+    from airflow_provider_autocalls.operators.autocalls import BulkSendTemplateOperator
+
+    sim.rate_limit = 5
+    make_conn(rate_limit=5)
+    AutocallsHook().settings  # noqa: B018 - the forked workers start with the connection code loaded
+    phones = [f"+1415555{i:04d}" for i in range(TOTAL)]
+    context: Any = {
+        "ti": SimpleNamespace(dag_id="d", run_id="kills", task_id="bulk", map_index=-1, try_number=1)
+    }
+
+    def bulk() -> BulkSendTemplateOperator:
+        return BulkSendTemplateOperator(
+            task_id="bulk",
+            sender_id=12,
+            template_id=46,
+            recipients=[{"recipient_phone": p} for p in phones],
+            ledger_location=str(tmp_path),
+        )
+
+    fork = multiprocessing.get_context("fork")
+    chance = random.Random(20261201)
+    for _ in range(KILLS):
+        worker = fork.Process(target=bulk().execute, args=(context,))
+        worker.start()
+        time.sleep(chance.uniform(0.3, 1.5))
+        os.kill(worker.pid or 0, signal.SIGKILL)
+        worker.join(timeout=10)
+        ledger = ledger_for(context, str(tmp_path))
+        assert ledger is not None
+        unknown = {f"+{key[1:]}" for key, (_, state) in ledger.states().items() if state is State.UNKNOWN}
+        on_the_wire = {(r.get("json") or {}).get("recipient_phone") for r in sim.requests}
+        assert unknown <= on_the_wire, f"unknown without a request: {sorted(unknown - on_the_wire)}"
+    summary = bulk().execute(context)
+    delivered = [m["recipient_phone"] for m in sim.delivered]
+    print(f"{KILLS} kills: unknown {summary['unknown']}, sent {summary['sent']}, delivered {len(delivered)}")
+    assert len(delivered) == len(set(delivered)) == TOTAL
+    assert summary["sent"] + summary["unknown"] == TOTAL

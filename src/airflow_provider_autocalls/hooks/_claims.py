@@ -75,6 +75,19 @@ class Guard:
     replay: dict[str, Any] | None = None
     in_task: bool = False
 
+    def nothing_sent(self, error: BaseException) -> None:
+        """
+        An attempt was refused before the API acted on it (a 429, no connection) and may be tried
+        again: release this generation now, so that a kill during the wait before the next attempt
+        leaves the message sendable, and claim the next generation at the next attempt.
+        """
+        claim = self.claim
+        if claim is not None and claim.taken:
+            claim.settle(
+                State.RELEASED, reason=f"refused before the API acted on it ({type(error).__name__})"
+            )
+            self.claim = claim.successor()
+
     def succeeded(self, answer: dict[str, Any]) -> None:
         if self.claim is not None:
             self.claim.settle(State.SENT, answer=answer, message_sid=answer.get("message_sid"))

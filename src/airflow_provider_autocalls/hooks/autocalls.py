@@ -30,7 +30,7 @@ from airflow_provider_autocalls.hooks._answers import (
 from airflow_provider_autocalls.hooks._claims import Guard, guard_for
 from airflow_provider_autocalls.hooks._clients import new_client, shared_async_client
 from airflow_provider_autocalls.hooks._pacing import Pacer, pacer_for
-from airflow_provider_autocalls.hooks._retry import MAX_RETRY_AFTER, retry_policy
+from airflow_provider_autocalls.hooks._retry import MAX_RETRY_AFTER, may_retry, retry_policy
 from airflow_provider_autocalls.validation import (
     SENDER_STATUSES,
     TEMPLATE_STATUSES,
@@ -375,11 +375,16 @@ class AutocallsHook(BaseHook):
             return self._decode(request, r.status_code, r.headers, content, self.pacer)
         except httpx.RequestError as exc:  # transport errors, and a body that cannot be decoded
             failure = transport_failure(request, exc)
-            self.request_may_have_reached_api = isinstance(failure, SendOutcomeUnknownError)
+            self._attempt_failed(request, guard, failure)
             raise failure from exc
         except AutocallsError as exc:
-            self.request_may_have_reached_api = isinstance(exc, SendOutcomeUnknownError)
+            self._attempt_failed(request, guard, exc)
             raise
+
+    def _attempt_failed(self, request: ApiRequest, guard: Guard | None, error: AutocallsError) -> None:
+        self.request_may_have_reached_api = isinstance(error, SendOutcomeUnknownError)
+        if guard is not None and may_retry(request.kind, error):
+            guard.nothing_sent(error)
 
     async def _async_request(self, request: ApiRequest) -> Any:
         settings = await self.async_settings()
@@ -412,9 +417,14 @@ class AutocallsHook(BaseHook):
                     request.method, request.path, params=request.params, json=request.body
                 ) as r:
                     content = await _aread_capped(r.aiter_bytes(), r.headers)
+            return self._decode(request, r.status_code, r.headers, content, pacer)
         except httpx.RequestError as exc:  # transport errors, and a body that cannot be decoded
-            raise transport_failure(request, exc) from exc
-        return self._decode(request, r.status_code, r.headers, content, pacer)
+            failure = transport_failure(request, exc)
+            self._attempt_failed(request, guard, failure)
+            raise failure from exc
+        except AutocallsError as exc:
+            self._attempt_failed(request, guard, exc)
+            raise
 
     @staticmethod
     def _decode(

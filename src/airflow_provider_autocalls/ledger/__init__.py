@@ -147,6 +147,10 @@ class Claim:
             )
         self.taken = True
 
+    def successor(self) -> Claim:
+        """The same message's next generation, not taken yet."""
+        return Claim(self.ledger, self.key, self.gen + 1, self.recipient, dict(self.details), self.failed_on)
+
     def settle(self, state: State, **details: Any) -> None:
         """Record the outcome of the taken claim (``details``: the answer, reasons, ...)."""
         if not self.taken or self.settled is not None:
