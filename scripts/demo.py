@@ -57,6 +57,7 @@ def main() -> int:
             ("example_autocalls_reply_followup", lambda: play_the_customer(sim)),
             ("example_autocalls_segment", None),
             ("example_autocalls_bulk_csv", None),
+            ("example_autocalls_taskflow", None),
         ):
             dag = bag.get_dag(dag_id)
             if dag_id == "example_autocalls_reply_followup":

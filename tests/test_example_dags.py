@@ -83,3 +83,13 @@ def test_example_4_bulk_sends_from_the_exported_csv(
     phones = [m["recipient_phone"] for m in sim.delivered]
     assert len(phones) == len(set(phones)) == 25
     assert sim.rate_limited_count == 0
+
+
+def test_example_5_taskflow_retry_messages_nobody_twice(
+    run_dag: Callable[..., Any], sim: AutocallsSimulator
+) -> None:
+    result = run_example(run_dag, "example_autocalls_taskflow")
+    assert result.state == "success"
+    assert result.tries["remind"] == [("success", 2)]
+    phones = [m["recipient_phone"] for m in sim.delivered]
+    assert sorted(phones) == ["+14155550140", "+14155550141"]
