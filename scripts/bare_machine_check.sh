@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The two commands on a bare machine. A fresh clone, a "system" python3 that holds unrelated packages
 # (a throw-away venv made from the machine's python3, standing in for a user's interpreter), no uv
-# anywhere on PATH, and an environment holding only HOME, PATH and LANG. `make demo` must pass there,
+# anywhere on PATH, and an environment holding only HOME, PATH, LANG and the machine's network settings
+# (proxies, CA certificates, pip's configuration): no UV_*, VIRTUAL_ENV, PYTHONPATH or AIRFLOW_* from
+# the caller. `make demo` must pass there,
 # and leave that interpreter exactly as it was: its `pip freeze --all` and its bin/ are compared before
 # and after.
 #
@@ -33,7 +35,9 @@ for dir in "${dirs[@]}"; do
   [[ -n "$dir" && ! -e "$dir/uv" ]] && path="$path:$dir"
 done
 bare_env=(env -i "HOME=$HOME" "PATH=$path" "LANG=${LANG:-C.UTF-8}")
-[[ -n "${TMPDIR:-}" ]] && bare_env+=("TMPDIR=$TMPDIR")
+while IFS= read -r name; do
+  bare_env+=("$name=${!name}")
+done < <(compgen -e | grep -E '^(TMPDIR|TERM|CI|PIP_.*|SSL_CERT_.*|.*_CA_BUNDLE|.*_(proxy|PROXY))$' || true)
 
 found_python=$("${bare_env[@]}" sh -c 'command -v python3')
 if [[ "$found_python" != "$system_python/bin/python3" ]]; then
