@@ -20,12 +20,16 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 help:
 	@echo "make test      ruff, mypy and pytest on Airflow $(AIRFLOW) (AIRFLOW=2.11.2 for the other)"
 	@echo "make test-all  the same on every supported Airflow: $(AIRFLOW_VERSIONS)"
-	@echo "make demo      an example DAG end to end against the bundled simulator (no API key)"
+	@echo "make demo      the example DAGs end to end against the bundled simulator (no API key)"
 	@echo "make e2e       Airflow 3 on PostgreSQL (scheduler, triggerer, ...), faults, and the UI in Chromium"
 	@echo "make bench     the benchmarks in benchmarks/, each printing its figures (bench-smoke: a short run)"
 	@echo "make reliability  every endpoint x every fault against the simulator; writes docs/reliability.md"
 	@echo "make soak      10,000 messages with faults and a SIGKILL; SOAK_N=1000 for a short one"
+	@echo "make dist      wheel and sdist in dist/, checked by twine check --strict"
+	@echo "make dist-check  make dist, then the wheel in a bare venv next to only apache-airflow, each version"
 	@echo "make lock      re-pin constraints/ after a dependency change"
+	@echo "make venv      just the install: uv in .venv/tools, then .venv/airflow-$(AIRFLOW) (nothing outside .venv/)"
+	@echo "make clean     remove .venv, build and dist"
 
 # uv is bootstrapped into a venv of its own, .venv/tools: `python -m venv`, then that venv's pip. Where
 # python3 cannot make a venv with pip (Debian without python3-venv), its pip installs uv with --target
