@@ -3,7 +3,7 @@
 # (a throw-away venv made from the machine's python3, standing in for a user's interpreter), no uv
 # anywhere on PATH, and an environment holding only HOME, PATH, LANG and the machine's network settings
 # (proxies, CA certificates, pip's configuration): no UV_*, VIRTUAL_ENV, PYTHONPATH or AIRFLOW_* from
-# the caller. `make demo` must pass there,
+# the caller. `make demo` must pass there, and pass again when run a second time,
 # and leave that interpreter exactly as it was: its `pip freeze --all` and its bin/ are compared before
 # and after.
 #
@@ -64,16 +64,17 @@ git -C "$clone" checkout -q --detach "$rev"
 
 failed=()
 run() {
-  local start=$SECONDS
-  echo "--- make $1 (in the clone, under the bare environment)"
+  local what="make $1${2:+ ($2)}" start=$SECONDS
+  echo "--- $what, in the clone under the bare environment"
   if (cd "$clone" && "${bare_env[@]}" make "$1"); then
-    echo "make $1 passed in $((SECONDS - start)) s"
+    echo "$what passed in $((SECONDS - start)) s"
   else
-    echo "make $1 FAILED after $((SECONDS - start)) s"
-    failed+=("make $1")
+    echo "$what FAILED after $((SECONDS - start)) s"
+    failed+=("$what")
   fi
 }
 run demo
+((${#failed[@]})) || run demo "again: nothing left to install, and the demo's own state from the first run"
 if [[ "${BARE_CHECK_TEST:-}" == 1 && ${#failed[@]} -eq 0 ]]; then
   run test
 fi
