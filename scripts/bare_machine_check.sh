@@ -74,7 +74,7 @@ run() {
   fi
 }
 run demo
-((${#failed[@]})) || run demo "again: nothing left to install, and the demo's own state from the first run"
+((${#failed[@]})) || run demo again  # nothing left to install, and the first run's state in build/demo
 if [[ "${BARE_CHECK_TEST:-}" == 1 && ${#failed[@]} -eq 0 ]]; then
   run test
 fi
