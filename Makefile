@@ -60,10 +60,12 @@ $(UV_READY):
 uv: $(UV_READY)
 
 # The marker is written last, and only once the venv really holds the package and its tools, so an
-# interrupted install is simply redone by the next make.
+# interrupted install is redone by the next make. Redone from an empty venv: a sync cut short can leave
+# a package's metadata without its files, which a second sync would take as installed (uv links from
+# its cache, so starting over costs seconds).
 $(BIN)/.installed: $(LOCK) pyproject.toml | $(UV_READY)
 	@rm -f $@
-	$(UV) venv -q --allow-existing --python "$$(command -v $(PYTHON))" $(VENV)
+	$(UV) venv -q --clear --python "$$(command -v $(PYTHON))" $(VENV)
 	$(UV) pip sync -q --python $(BIN)/python $(LOCK)
 	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
 	$(BIN)/python -c "import airflow_provider_autocalls" && test -x $(BIN)/ruff && test -x $(BIN)/mypy

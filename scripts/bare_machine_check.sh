@@ -5,7 +5,7 @@
 # (proxies, CA certificates, pip's configuration): no UV_*, VIRTUAL_ENV, PYTHONPATH or AIRFLOW_* from
 # the caller. `make demo` must pass there, and pass again when run a second time,
 # and leave that interpreter exactly as it was: its `pip freeze --all` and its bin/ are compared before
-# and after.
+# and after. It clones what is committed (HEAD by default), not the work tree.
 #
 #   BARE_CHECK_TEST=1         also run `make test` after the demo (and print its time)
 #   BARE_CHECK_COMMIT=<rev>   check that commit instead of HEAD, e.g. to see an older Makefile fail
