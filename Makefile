@@ -10,33 +10,62 @@ LOCK := constraints/airflow-$(AIRFLOW).txt
 # interpreter that runs make, and every install below names its target environment.
 TOOLS := .venv/tools
 UV := $(TOOLS)/bin/uv
+UV_READY := $(TOOLS)/.uv-$(UV_VERSION)
 export UV_PYTHON_DOWNLOADS := never
 # Tests and the demo use a throw-away Airflow home, never ~/airflow.
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: help venv test test-all lint fmt typecheck unit demo e2e bench bench-smoke soak reliability lock clean
+.PHONY: help uv venv test test-all lint fmt typecheck unit demo e2e bench bench-smoke soak reliability dist dist-check lock clean
 
 help:
 	@echo "make test      ruff, mypy and pytest on Airflow $(AIRFLOW) (AIRFLOW=2.11.2 for the other)"
 	@echo "make test-all  the same on every supported Airflow: $(AIRFLOW_VERSIONS)"
-	@echo "make demo      an example DAG end to end against the bundled simulator (no API key)"
+	@echo "make demo      the example DAGs end to end against the bundled simulator (no API key)"
 	@echo "make e2e       Airflow 3 on PostgreSQL (scheduler, triggerer, ...), faults, and the UI in Chromium"
 	@echo "make bench     the benchmarks in benchmarks/, each printing its figures (bench-smoke: a short run)"
 	@echo "make reliability  every endpoint x every fault against the simulator; writes docs/reliability.md"
 	@echo "make soak      10,000 messages with faults and a SIGKILL; SOAK_N=1000 for a short one"
+	@echo "make dist      wheel and sdist in dist/, checked by twine check --strict"
+	@echo "make dist-check  make dist, then the wheel in a bare venv next to only apache-airflow, each version"
 	@echo "make lock      re-pin constraints/ after a dependency change"
+	@echo "make venv      just the install: uv in .venv/tools, then .venv/airflow-$(AIRFLOW) (nothing outside .venv/)"
+	@echo "make clean     remove .venv, build and dist"
 
-# A venv of its own for uv: `python -m venv` then that venv's pip, so the system Python is never touched.
-$(UV):
+# uv is bootstrapped into a venv of its own, .venv/tools: `python -m venv`, then that venv's pip. Where
+# python3 cannot make a venv with pip (Debian without python3-venv), its pip installs uv with --target
+# into .venv/tools instead, which leaves that interpreter as it was. $(UV_READY) is written last, once
+# uv answers with the pinned version: a bootstrap cut short is redone, a new UV_VERSION re-bootstraps.
+$(UV_READY):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	  echo "make: needs Python 3.11 or newer as '$(PYTHON)' (or name one: make ... PYTHON=python3.12)" >&2; exit 1; }
 	@rm -rf $(TOOLS)
-	$(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/python -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
+	@set -e; \
+	echo "$(PYTHON) -m venv $(TOOLS)"; \
+	if $(PYTHON) -m venv $(TOOLS) && $(TOOLS)/bin/python -m pip --version >/dev/null 2>&1; then \
+	  echo "$(TOOLS)/bin/python -m pip install uv==$(UV_VERSION)"; \
+	  $(TOOLS)/bin/python -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"; \
+	elif rm -rf $(TOOLS) && $(PYTHON) -m pip --version >/dev/null 2>&1; then \
+	  echo "make: '$(PYTHON) -m venv' gives no pip here; installing uv with '$(PYTHON) -m pip install --target $(TOOLS)'"; \
+	  $(PYTHON) -m pip install -q --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
+	    --target $(TOOLS) "uv==$(UV_VERSION)"; \
+	else \
+	  echo "make: '$(PYTHON)' can make neither a venv with pip (ensurepip is missing) nor use pip, so uv" >&2; \
+	  echo "      cannot be bootstrapped into $(TOOLS). On Debian or Ubuntu: apt-get install python3-venv" >&2; \
+	  echo "      (or python3-pip); elsewhere, a Python 3.11+ built with ensurepip, as PYTHON=..." >&2; \
+	  exit 1; \
+	fi
+	@$(UV) --version | grep -q "^uv $(UV_VERSION)[ ]" || { echo "make: $(UV) is not uv $(UV_VERSION)" >&2; exit 1; }
+	@touch $@
+
+uv: $(UV_READY)
 
 # The marker is written last, and only once the venv really holds the package and its tools, so an
-# interrupted install is simply redone by the next make.
-$(BIN)/.installed: $(LOCK) pyproject.toml | $(UV)
+# interrupted install is redone by the next make. Redone from an empty venv: a sync cut short can leave
+# a package's metadata without its files, which a second sync would take as installed (uv links from
+# its cache, so starting over costs seconds).
+$(BIN)/.installed: $(LOCK) pyproject.toml | $(UV_READY)
 	@rm -f $@
-	$(UV) venv -q --allow-existing --python "$$(command -v $(PYTHON))" $(VENV)
+	$(UV) venv -q --clear --python "$$(command -v $(PYTHON))" $(VENV)
 	$(UV) pip sync -q --python $(BIN)/python $(LOCK)
 	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
 	$(BIN)/python -c "import airflow_provider_autocalls" && test -x $(BIN)/ruff && test -x $(BIN)/mypy
@@ -93,13 +122,28 @@ SOAK_N ?= 10000
 soak: venv
 	$(BIN)/python scripts/soak.py $(SOAK_N)
 
-lock: $(UV)
+# The wheel and sdist in dist/, built by the bootstrapped uv in an isolated build env whose backend is
+# pinned in constraints/build.txt, then checked by twine as the package index would check them.
+dist: venv
+	rm -rf dist
+	$(UV) build -q --python "$$(command -v $(PYTHON))" --build-constraint constraints/build.txt --out-dir dist
+	$(BIN)/twine check --strict dist/*
+
+# The built wheel in a bare venv under build/dist-check next to only apache-airflow, on each supported
+# Airflow (pinned by its lock): `airflow providers list` shows it and the example DAGs import.
+dist-check: dist
+	$(BIN)/python scripts/check_dist.py --uv $(UV) --python "$$(command -v $(PYTHON))" $(AIRFLOW_VERSIONS)
+
+lock: $(UV_READY)
 	@set -e; for v in $(AIRFLOW_VERSIONS); do \
-	  $(UV) pip compile -q --python-version 3.11 --extra dev --extra bench --extra e2e pyproject.toml constraints/airflow-$$v.in \
+	  $(UV) pip compile -q --python-version 3.11 --extra dev --extra bench --extra e2e --extra dist pyproject.toml constraints/airflow-$$v.in \
 	    -o constraints/airflow-$$v.txt --custom-compile-command "make lock"; done
 	$(UV) pip compile -q --python-version 3.11 --prerelease=if-necessary-or-explicit --extra dev --extra bench \
-	  --extra e2e pyproject.toml constraints/airflow-3.4.0b2.in -o constraints/airflow-3.4.0b2.txt \
+	  --extra e2e --extra dist pyproject.toml constraints/airflow-3.4.0b2.in -o constraints/airflow-3.4.0b2.txt \
+	  --custom-compile-command "make lock"
+	@# The build backend too (the one requirement of [build-system] in pyproject.toml), for `make dist`.
+	echo "hatchling>=1.25" | $(UV) pip compile -q --python-version 3.11 - -o constraints/build.txt \
 	  --custom-compile-command "make lock"
 
 clean:
-	rm -rf .venv build .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .venv build dist .mypy_cache .ruff_cache .pytest_cache
