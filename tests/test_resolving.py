@@ -41,6 +41,7 @@ def bulk(tmp_path: Path, **kwargs: Any) -> BulkSendTemplateOperator:
         template_id=46,
         recipients=[{"recipient_phone": p} for p in PHONES],
         ledger_location=str(tmp_path),
+        max_in_flight=1,  # the injected faults meet the rows they are meant for
         **kwargs,
     )
 

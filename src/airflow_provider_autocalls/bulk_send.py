@@ -10,9 +10,11 @@ task instance loses that claim and does not send; it reports the row as claimed 
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +44,10 @@ from airflow_provider_autocalls.ledger import ClaimTakenError, Ledger, State, ph
 ROW_ERRORS = (InvalidPhoneError, TemplateMismatchError)
 #: Sends in a row that ended in doubt before a bulk send stops (the API is failing).
 MAX_IN_DOUBT_IN_A_ROW = 3
+#: Rows in a row refused with the same error code before a bulk send stops (the cause is shared).
+SAME_ERROR_IN_A_ROW = 10
+#: Sends kept in flight when the operator is not told: enough for ~3 s of latency at the rate limit.
+IN_FLIGHT_SECONDS = 3.0
 
 
 @dataclass
@@ -54,6 +60,80 @@ class Settings:
     on_invalid_row: str = "fail"
     max_failures: float | None = None
     resend_failed: bool = False
+    max_in_flight: int = 1
+
+
+@dataclass
+class _Sent:
+    """What one send did (made in a worker thread, counted in the task's own)."""
+
+    row: Row
+    state: State | None
+    error_code: str | None = None
+    skipped: str | None = None
+    stop: BaseException | None = None
+
+
+@dataclass
+class _Tally:
+    """The running counts that decide whether a bulk send stops early."""
+
+    failures: int
+    limit: float | None
+    max_failures: float | None
+    attempted: int = 0
+    failed_here: int = 0
+    in_doubt_in_a_row: int = 0
+    same_error_in_a_row: int = 0
+    last_error_code: str | None = None
+    stop: BaseException | None = None
+
+    def add(self, sent: _Sent) -> None:
+        if sent.stop is not None and self.stop is None:
+            self.stop = sent.stop
+        if sent.state is None:
+            return
+        self.attempted += 1
+        failed = sent.state in (State.FAILED, State.UNKNOWN)
+        self.failures += failed
+        self.failed_here += failed
+        self.in_doubt_in_a_row = self.in_doubt_in_a_row + 1 if sent.state is State.UNKNOWN else 0
+        repeated = sent.state is State.FAILED and sent.error_code == self.last_error_code
+        self.same_error_in_a_row = (
+            self.same_error_in_a_row + 1 if repeated else int(sent.state is State.FAILED)
+        )
+        self.last_error_code = sent.error_code if sent.state is State.FAILED else None
+        if self.stop is not None:
+            return
+        if self.limit is not None and self.failures > self.limit:
+            self.stop = AirflowFailException(
+                f"{self.failures} recipients failed, more than max_failures={self.max_failures}."
+            )
+        elif self.same_error_in_a_row >= SAME_ERROR_IN_A_ROW:
+            # Every row refused for the same reason: a shared variable or the template is wrong.
+            self.stop = AirflowFailException(
+                f"{self.same_error_in_a_row} sends in a row were refused with {self.last_error_code}; stopping "
+                "before the rest meet the same refusal. See the report's reason column, fix the cause, and "
+                "retry with resend_failed=True."
+            )
+        elif self.in_doubt_in_a_row >= MAX_IN_DOUBT_IN_A_ROW:
+            # The API is failing: every further send would be one more message in doubt.
+            self.stop = AutocallsServerError(
+                f"{self.in_doubt_in_a_row} sends in a row ended without a readable answer; stopping so that no "
+                "more messages end in doubt. A retry of the task resumes with the recipients not yet sent to.",
+                status_code=0,
+            )
+
+
+def default_in_flight(rate_limit: float) -> int:
+    """Sends in flight enough for ``IN_FLIGHT_SECONDS`` of latency at ``rate_limit`` (8 unpaced)."""
+    if rate_limit <= 0:
+        return 8
+    return max(1, min(100, math.ceil(IN_FLIGHT_SECONDS * rate_limit)))
+
+
+def _not_attempted_reason(stop: BaseException) -> str:
+    return f"not attempted: the task stopped ({type(stop).__name__})"
 
 
 @dataclass
@@ -179,37 +259,53 @@ class BulkSend:
     def _send_all(
         self, first_line: dict[int, int], earlier: dict[int, tuple[int, State]], progress: Progress
     ) -> BaseException | None:
+        """
+        Keep up to ``max_in_flight`` sends going, so that the rate limit and not the API's latency
+        bounds the pace; the hook's shared pacer spaces them. Outcomes are counted here, in order
+        of completion, and the first reason to stop ends the submitting (sends in flight finish).
+        """
         # Failures of earlier tries count too: max_failures is about the task instance, not one try.
-        failures = sum(
-            1
-            for newest in earlier.values()
-            if newest[1] in (State.FAILED, State.UNKNOWN) and not self._sendable_again(newest)
+        tally = _Tally(
+            failures=sum(
+                1
+                for newest in earlier.values()
+                if newest[1] in (State.FAILED, State.UNKNOWN) and not self._sendable_again(newest)
+            ),
+            limit=self._failure_limit(len(first_line)),
+            max_failures=self.settings.max_failures,
         )
-        limit = self._failure_limit(len(first_line))
-        stop: BaseException | None = None
-        in_doubt_in_a_row = 0
-        for row in self._rows_to_send(first_line, earlier):
-            if stop is not None:
-                self._not_attempted(row, stop)
-                continue
-            status, stop = self._send_one(row, earlier.get(phone_int(row.phone)))
-            if status is None:
-                continue
-            progress.count(status)
-            failures += status in (State.FAILED, State.UNKNOWN)
-            in_doubt_in_a_row = in_doubt_in_a_row + 1 if status == State.UNKNOWN else 0
-            if stop is None and limit is not None and failures > limit:
-                stop = AirflowFailException(
-                    f"{failures} recipients failed, more than max_failures={self.settings.max_failures}."
-                )
-            if stop is None and in_doubt_in_a_row >= MAX_IN_DOUBT_IN_A_ROW:
-                # The API is failing: every further send would be one more message in doubt.
-                stop = AutocallsServerError(
-                    f"{in_doubt_in_a_row} sends in a row ended without a readable answer; stopping so that no "
-                    "more messages end in doubt. A retry of the task resumes with the recipients not yet sent to.",
-                    status_code=0,
-                )
-        return stop
+        in_flight: set[Future[_Sent]] = set()
+        with ThreadPoolExecutor(self.settings.max_in_flight, thread_name_prefix="autocalls-bulk") as pool:
+            try:
+                for row in self._rows_to_send(first_line, earlier):
+                    while len(in_flight) >= self.settings.max_in_flight and tally.stop is None:
+                        done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                        self._count(done, tally, progress)
+                    if tally.stop is not None:
+                        self._not_attempted(row, tally.stop)
+                        continue
+                    in_flight.add(pool.submit(self._send_one, row, earlier.get(phone_int(row.phone))))
+            finally:
+                # Whatever stopped the submitting, the sends already out finish and are recorded.
+                done, _ = wait(in_flight)
+            self._count(done, tally, progress)
+        if tally.stop is None and tally.attempted and tally.attempted == tally.failed_here:
+            tally.stop = AirflowFailException(
+                f"Every one of the {tally.attempted} sends of this try failed (last error: "
+                f"{tally.last_error_code}); see the report. Nothing suggests the rest would pass."
+            )
+        return tally.stop
+
+    def _count(self, done: set[Future[_Sent]], tally: _Tally, progress: Progress) -> None:
+        for future in done:
+            sent = future.result()
+            if sent.skipped is not None:
+                self.skipped.add(sent.row.line, sent.row.phone, sent.skipped)
+                self.this_try["skipped"] += 1
+            if sent.state is not None:
+                self.this_try[sent.state.value] += 1
+                progress.count(sent.state)
+            tally.add(sent)
 
     def _first_rows(self, first_line: dict[int, int]) -> Iterator[Row]:
         """Each recipient's first valid row, in the order of the source."""
@@ -229,10 +325,8 @@ class BulkSend:
             if newest is None or self._sendable_again(newest):
                 yield row
 
-    def _send_one(
-        self, row: Row, newest: tuple[int, State] | None
-    ) -> tuple[State | None, BaseException | None]:
-        """Send to one recipient; return its outcome, and the error that must stop the task, if any."""
+    def _send_one(self, row: Row, newest: tuple[int, State] | None) -> _Sent:
+        """Send to one recipient (in a worker thread); say what happened."""
         gen = newest[0] + 1 if newest else 0
         claim = self.ledger.new_claim(
             phone_key(row.phone), row.phone, gen, line=row.line, recipient_name=row.name
@@ -244,28 +338,20 @@ class BulkSend:
                     self.settings.sender_id, self.settings.template_id, row.phone, row.name, row.variables
                 )
         except ClaimTakenError as error:
-            self.skipped.add(row.line, row.phone, f"claimed by another try: {error}")
-            self.this_try["skipped"] += 1
-            return None, None
+            return _Sent(row, None, skipped=f"claimed by another try: {error}")
         except SendOutcomeUnknownError:
-            return self._counted(State.UNKNOWN), None
-        except ROW_ERRORS:
-            return self._counted(State.FAILED), None
+            return _Sent(row, State.UNKNOWN)
+        except ROW_ERRORS as error:
+            return _Sent(row, State.FAILED, error_code=error.error_code)
         except AutocallsError as error:
             # Not about this row: every other recipient would get the same answer. Nothing was sent;
             # stop, and retry later (sender offline, no balance, API unreachable) or fail now.
-            self._not_attempted(row, error)
-            return None, error if error.retryable else AirflowFailException(
-                f"{type(error).__name__}: {error}"
-            )
-        return self._counted(State.SENT), None
-
-    def _counted(self, state: State) -> State:
-        self.this_try[state.value] += 1
-        return state
+            stop = error if error.retryable else AirflowFailException(f"{type(error).__name__}: {error}")
+            return _Sent(row, None, skipped=_not_attempted_reason(error), stop=stop)
+        return _Sent(row, State.SENT)
 
     def _not_attempted(self, row: Row, stop: BaseException) -> None:
-        self.skipped.add(row.line, row.phone, f"not attempted: the task stopped ({type(stop).__name__})")
+        self.skipped.add(row.line, row.phone, _not_attempted_reason(stop))
         self.this_try["skipped"] += 1
 
     def _failure_limit(self, valid: int) -> float | None:

@@ -21,6 +21,9 @@ from airflow_provider_autocalls.operators.autocalls import BulkSendTemplateOpera
 from airflow_provider_autocalls.testing import AutocallsSimulator, Fault
 
 
+MISMATCH = '{"success": false, "error": "bad", "error_code": "TEMPLATE_MISMATCH"}'
+
+
 def context() -> Any:
     return {"ti": SimpleNamespace(dag_id="d", run_id="r1", task_id="bulk", map_index=-1, try_number=1)}
 
@@ -40,6 +43,8 @@ def bulk(tmp_path: Path, **kwargs: Any) -> BulkSendTemplateOperator:
         "sender_id": 12,
         "template_id": 46,
         "ledger_location": str(tmp_path),
+        # One at a time, so that the faults these tests inject meet the rows they are meant for.
+        "max_in_flight": 1,
     }
     return BulkSendTemplateOperator(**{**defaults, **kwargs})
 
@@ -330,3 +335,32 @@ def test_max_failures_counts_the_failures_of_earlier_tries(tmp_path: Path, sim: 
     sim.inject(Fault(endpoint="send_template", status=422, body=mismatch))
     with pytest.raises(AirflowFailException, match="2 recipients failed, more than max_failures=1"):
         bulk(tmp_path, recipients=recipients, max_failures=1).execute(context())
+
+
+def test_many_sends_in_flight_keep_every_outcome_exact(tmp_path: Path, sim: AutocallsSimulator) -> None:
+    # Slow answers and a mix of faults, eight sends at a time: nobody twice, everyone accounted for.
+    sim.inject(Fault(endpoint="send_template", delay=0.05, count=1000, probability=0.5))
+    sim.inject(Fault(endpoint="send_template", process=True, drop=True, count=3, probability=0.1))
+    sim.inject(Fault(endpoint="send_template", status=422, body=MISMATCH, count=3, probability=0.1))
+    recipients = [{"recipient_phone": p} for p in phones(60)]
+    summary = bulk(tmp_path, recipients=recipients, max_in_flight=8).execute(context())
+    delivered = [m["recipient_phone"] for m in sim.delivered]
+    assert len(delivered) == len(set(delivered))
+    rows = report_rows(summary)
+    assert sorted(r["recipient_phone"] for r in rows) == phones(60)
+    assert summary["sent"] + summary["failed"] + summary["unknown"] == 60
+    assert {r["recipient_phone"] for r in rows if r["status"] == "sent"} <= set(delivered)
+    assert summary["sent"] <= len(delivered) <= summary["sent"] + summary["unknown"]
+
+
+def test_the_same_refusal_row_after_row_stops_the_run(tmp_path: Path, sim: AutocallsSimulator) -> None:
+    sim.inject(Fault(endpoint="send_template", status=422, body=MISMATCH, count=1000))
+    with pytest.raises(AirflowFailException, match="10 sends in a row were refused with TEMPLATE_MISMATCH"):
+        bulk(tmp_path, recipients=[{"recipient_phone": p} for p in phones(30)]).execute(context())
+    assert len(sim.requests) == 10
+
+
+def test_a_run_in_which_every_send_failed_is_a_failed_task(tmp_path: Path, sim: AutocallsSimulator) -> None:
+    sim.inject(Fault(endpoint="send_template", status=422, body=MISMATCH, count=1000))
+    with pytest.raises(AirflowFailException, match="Every one of the 4 sends of this try failed"):
+        bulk(tmp_path, recipients=[{"recipient_phone": p} for p in phones(4)]).execute(context())

@@ -17,7 +17,7 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_autocalls._task_errors import fail_fast_unless_retryable
 from airflow_provider_autocalls.bulk import RecipientSource
-from airflow_provider_autocalls.bulk_send import BulkSend, Settings
+from airflow_provider_autocalls.bulk_send import BulkSend, Settings, default_in_flight
 from airflow_provider_autocalls.exceptions import SessionExpiredError
 from airflow_provider_autocalls.hooks._claims import under_claim
 from airflow_provider_autocalls.hooks.autocalls import AutocallsHook
@@ -327,6 +327,10 @@ class BulkSendTemplateOperator(BaseOperator):
     :param max_failures: fail the task once more recipients than this failed (a count, or a
         fraction of the valid recipients when below 1); ``None`` never fails for failed rows.
         Unknown outcomes count as failures here.
+    :param max_in_flight: how many sends may wait for their answers at once. The API answers a
+        send only after WhatsApp's provider took it (hundreds of milliseconds), so one at a time
+        would let latency, not the rate limit, set the pace. Default: enough for 3 s of latency at
+        the connection's rate limit (``ceil(3 * rate_limit)``, 8 when unpaced, at most 100).
     :param resend_failed: send again to recipients whose earlier outcome was a definite refusal
         (``failed``); never to ``unknown`` ones, which a person releases after checking
         (:func:`~airflow_provider_autocalls.ledger.release_unknown`).
@@ -363,6 +367,7 @@ class BulkSendTemplateOperator(BaseOperator):
         variables: Mapping[Any, Any] | None = None,
         on_invalid_row: Literal["fail", "skip"] = "fail",
         max_failures: float | None = None,
+        max_in_flight: int | None = None,
         resend_failed: bool = False,
         report_format: Literal["jsonl", "csv"] = "jsonl",
         ledger_location: str | None = None,
@@ -389,6 +394,11 @@ class BulkSendTemplateOperator(BaseOperator):
         self.variables = variables
         self.on_invalid_row = on_invalid_row
         self.max_failures = max_failures
+        if max_in_flight is not None and (
+            isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1
+        ):
+            raise ValueError(f"max_in_flight must be a whole number >= 1, got {max_in_flight!r}.")
+        self.max_in_flight = max_in_flight
         self.resend_failed = resend_failed
         self.report_format = report_format
         self.ledger_location = ledger_location
@@ -413,6 +423,7 @@ class BulkSendTemplateOperator(BaseOperator):
             location = self.ledger_location or default_location()
             ledger = ledger_for(context, location)
             _connect(self.hook)
+            settings.max_in_flight = self.max_in_flight or default_in_flight(self.hook.settings.rate_limit)
         if ledger is None:
             raise AirflowFailException(
                 "BulkSendTemplateOperator needs a task instance in its context for its ledger."
