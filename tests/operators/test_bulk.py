@@ -20,7 +20,6 @@ from airflow_provider_autocalls.ledger import ledger_for, phone_key
 from airflow_provider_autocalls.operators.autocalls import BulkSendTemplateOperator
 from airflow_provider_autocalls.testing import AutocallsSimulator, Fault
 
-
 MISMATCH = '{"success": false, "error": "bad", "error_code": "TEMPLATE_MISMATCH"}'
 
 
