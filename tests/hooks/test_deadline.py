@@ -155,3 +155,21 @@ def test_slow_answers_hold_no_other_caller_on_the_loop_past_their_deadline(
     slow_ends, unrelated_end = asyncio.run(run())
     assert max(slow_ends) <= TIMEOUT + 1.0 + SLACK  # five sends at 5/s leave over the first second
     assert unrelated_end <= max(slow_ends) + 1.0 + SLACK
+
+
+def test_every_connection_pool_of_a_sync_client_honours_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Direct and through proxies from the environment; this fails loudly if httpx builds its pools differently."""
+    from airflow_provider_autocalls.hooks._clients import new_client
+    from airflow_provider_autocalls.hooks._settings import build_settings
+    from airflow_provider_autocalls.hooks._transport import _DeadlineBackend
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
+    client = new_client(build_settings("c", None, "sk-key", {}, {}))
+    try:
+        transports = [client._transport, *(t for t in client._mounts.values() if t is not None)]
+        assert len(transports) >= 2  # the proxies were mounted
+        for transport in transports:
+            assert isinstance(transport._pool._network_backend, _DeadlineBackend)  # type: ignore[attr-defined]
+    finally:
+        client.close()

@@ -30,7 +30,7 @@ def bulk_loop(hook: AutocallsHook) -> dict[str, int]:
     """Send to every phone as a bulk send does, one at a time; count how each one ended."""
     outcomes = {"sent": 0, "nothing sent": 0, "unknown": 0}
     for phone in PHONES:
-        error: BaseException | None = None
+        error: SendOutcomeUnknownError | AutocallsConnectionError | None = None
         try:
             hook.send_template(12, 46, phone)
         except (SendOutcomeUnknownError, AutocallsConnectionError) as failure:
