@@ -82,8 +82,9 @@ class AutocallsHook(BaseHook):
         hook.send_template(sender_id=12, template_id=45, recipient_phone="+14155550123", variables={"1": "Ada"})
 
     :param autocalls_conn_id: the Airflow connection: ``host`` is the base URL (empty means
-        ``https://app.autocalls.ai/api``), ``password`` the API key; extras ``timeout`` (seconds),
-        ``rate_limit`` (requests per second, default 5), ``max_retries`` (default 3).
+        ``https://app.autocalls.ai/api``), ``password`` the API key; extras ``timeout`` (seconds
+        one request may take in all, answer included), ``rate_limit`` (requests per second,
+        default 5), ``max_retries`` (default 3).
     :param timeout: overrides the connection's ``timeout``.
     :param rate_limit: overrides the connection's ``rate_limit``.
     :param max_retries: overrides the connection's ``max_retries``.
@@ -238,6 +239,8 @@ class AutocallsHook(BaseHook):
         try:
             with pacer.permit():
                 deadline = time.monotonic() + timeout
+                # Permit granted, nothing written yet: a step that must come right before the
+                # request leaves goes here (within the deadline; an error here sends nothing).
                 status, headers, content = self._exchange(client, request, wire, deadline)
             return self._decode(request, status, headers, content, pacer)
         except httpx.RequestError as exc:  # transport errors, and a body that cannot be decoded
@@ -299,12 +302,11 @@ class AutocallsHook(BaseHook):
         try:
             async with pacer.async_permit():
                 deadline = asyncio.get_running_loop().time() + timeout
+                # Permit granted, nothing written yet: the same place as in ``_attempt``.
                 async with asyncio.timeout_at(deadline):
                     status, headers, content = await self._async_exchange(client, request, wire)
-        except (
-            httpx.RequestError,
-            TimeoutError,
-        ) as exc:  # transport errors, the deadline, undecodable bodies
+        # Transport errors, bodies that cannot be decoded, and the deadline (TimeoutError).
+        except (httpx.RequestError, TimeoutError) as exc:
             raise transport_failure(request, exc, sent=wire.sent, timeout=timeout) from exc
         return self._decode(request, status, headers, content, pacer)
 
