@@ -57,8 +57,8 @@ class Fault:
     :param process: process the request for real first, then apply ``status``/``drop``.
     :param drop: close the connection without any response.
     :param delay: seconds to sleep before answering (after processing when it happens).
-    :param trickle: send the answer (status line, headers and body) one byte every ``trickle``
-        seconds, as a stalled link or proxy would; the request is processed as usual first.
+    :param trickle: send the answer (the real one, or the ``status`` one), status line and headers
+        included, one byte every ``trickle`` seconds, as a stalled link or proxy would.
     :param count: how many matching requests the fault applies to.
     :param probability: the chance that a matching request gets the fault (soak tests spread
         faults at random this way; the draws are seeded, so a run can be repeated).
