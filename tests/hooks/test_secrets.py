@@ -92,10 +92,11 @@ def test_a_key_with_a_trailing_newline_is_refused_unshown_and_unsent(
     import traceback
 
     from airflow_provider_autocalls.exceptions import AutocallsValidationError
+    from tests.reliability.test_secret_hygiene import debug_everywhere
 
     conn_id = make_conn("newline", password=CANARY + "\n")
     errors: list[BaseException] = []
-    with everything_logged(caplog) as lines:
+    with debug_everywhere(), everything_logged(caplog) as lines:
         for call in (
             lambda hook: hook.send_template(12, 46, PHONE),
             lambda hook: hook.get_senders(),
@@ -121,3 +122,4 @@ def test_a_key_with_a_trailing_newline_is_refused_unshown_and_unsent(
         for text in (str(error), repr(error), "".join(traceback.format_exception(error)))
     ]
     assert [text for text in texts if secret in text] == []
+    assert len(lines) > 1, "no log line was captured besides test_connection's message"
