@@ -131,14 +131,38 @@ def test_skipping_a_closed_window_releases_too(tmp_path: Path, sim: AutocallsSim
     assert [m["kind"] for m in sim.delivered] == ["freeform"]
 
 
-def test_a_torn_claim_means_nothing_was_sent(tmp_path: Path, sim: AutocallsSimulator) -> None:
-    # Killed between creating the claim and writing it: its request never left.
+def test_a_damaged_claim_stays_in_doubt(tmp_path: Path, sim: AutocallsSimulator) -> None:
     folder = tmp_path / instance_path(context()["ti"]) / "ledger"
     folder.mkdir(parents=True)
     (folder / f"{KEY}.0.claim.json").write_text('{"key": "p1415')
-    op(tmp_path).execute(context())
-    assert len(sim.delivered) == 1
-    assert f"{KEY}.1.outcome" in records(tmp_path)
+    with pytest.raises(AirflowFailException, match="may have been delivered"):
+        op(tmp_path).execute(context())
+    assert sim.requests == []
+
+
+def test_a_record_is_never_seen_half_written(tmp_path: Path) -> None:
+    """A claim appears whole or not at all: a reader racing its writer never sees it empty."""
+    import threading
+
+    ledger = ledger_for(context(), str(tmp_path))
+    assert ledger is not None
+    seen: list[Any] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            for name in ledger.store.names():
+                seen.append(ledger.store.read(name))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for i in range(300):
+        ledger.new_claim(f"p{i}", f"+{i}").take()
+    done.set()
+    reader.join()
+    assert seen
+    assert all(record and record.get("key") for record in seen)
+    assert not [name for name in ledger.store.names() if "draft" in name]
 
 
 def test_a_torn_outcome_stays_in_doubt(tmp_path: Path, sim: AutocallsSimulator) -> None:

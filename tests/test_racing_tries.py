@@ -105,8 +105,9 @@ def test_a_bulk_send_raced_by_two_tries_messages_everyone_once(
         assert sum(s["this_try"]["sent"] for s in summaries) == len(PHONES), summaries
         for summary in summaries:
             mine = summary["this_try"]["sent"]
-            assert summary["this_try"]["skipped"] + summary["from_earlier_tries"] >= len(PHONES) - mine
+            lost = summary["this_try"]["claimed_by_another_try"]
+            assert lost + summary["from_earlier_tries"] == len(PHONES) - mine, summary
         # The report (written by whichever try finished last) has every recipient once, as sent.
         final = [json.loads(line) for line in Path(summaries[0]["report"]).read_text().splitlines()]
-        sent_rows = [r for r in final if r["status"] == "sent"]
-        assert sorted(r["recipient_phone"] for r in sent_rows) == PHONES
+        assert sorted(r["recipient_phone"] for r in final) == PHONES
+        assert {r["status"] for r in final} <= {"sent", "unknown"}  # unknown: the other try was still sending

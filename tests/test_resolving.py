@@ -58,7 +58,13 @@ def test_resend_failed_sends_again_to_definite_refusals_only(tmp_path: Path, sim
     again = bulk(tmp_path).execute(context(try_number=2))
     assert again["this_try"]["sent"] == 0  # by default a failed row stays failed
     resent = bulk(tmp_path, resend_failed=True).execute(context(try_number=3))
-    assert resent["this_try"] == {"sent": 1, "failed": 0, "unknown": 0, "skipped": 0}
+    assert resent["this_try"] == {
+        "sent": 1,
+        "failed": 0,
+        "unknown": 0,
+        "skipped": 0,
+        "claimed_by_another_try": 0,
+    }
     assert (resent["sent"], resent["failed"], resent["unknown"]) == (3, 0, 1)
     delivered = [m["recipient_phone"] for m in sim.delivered]
     assert sorted(delivered) == sorted(PHONES)  # the unknown one went out once, and was not resent

@@ -11,11 +11,13 @@ task instance loses that claim and does not send; it reports the row as claimed 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
@@ -72,6 +74,7 @@ class _Sent:
     error_code: str | None = None
     skipped: str | None = None
     stop: BaseException | None = None
+    lost_claim: bool = False
 
 
 @dataclass
@@ -197,7 +200,7 @@ class BulkSend:
         progress = Progress(to_send, self.log, self.progress_interval)
         stop = self._send_all(first_line, earlier, progress)
         progress.finish()
-        counts = write_report(report_destination, self._report_rows(first_line), self.skipped, report_format)
+        counts = self._write_report(report_destination, first_line, report_format)
         return Outcome(
             counts=counts,
             this_try=self.this_try,
@@ -302,6 +305,8 @@ class BulkSend:
             if sent.skipped is not None:
                 self.skipped.add(sent.row.line, sent.row.phone, sent.skipped)
                 self.this_try["skipped"] += 1
+            if sent.lost_claim:
+                self.this_try["claimed_by_another_try"] += 1
             if sent.state is not None:
                 self.this_try[sent.state.value] += 1
                 progress.count(sent.state)
@@ -337,8 +342,9 @@ class BulkSend:
                 self.hook.send_template(
                     self.settings.sender_id, self.settings.template_id, row.phone, row.name, row.variables
                 )
-        except ClaimTakenError as error:
-            return _Sent(row, None, skipped=f"claimed by another try: {error}")
+        except ClaimTakenError:
+            # The try holding the claim reports this recipient; this one only counts it.
+            return _Sent(row, None, lost_claim=True)
         except SendOutcomeUnknownError:
             return _Sent(row, State.UNKNOWN)
         except ROW_ERRORS as error:
@@ -361,6 +367,18 @@ class BulkSend:
         return limit * valid if 0 < limit < 1 else limit
 
     # -- the report --------------------------------------------------------------------------------
+
+    def _write_report(self, destination: Any, first_line: dict[int, int], report_format: str) -> Counter[str]:
+        """Write the report whole, then put it in place: a try racing this one may write it too."""
+        if not isinstance(destination, Path):
+            return write_report(destination, self._report_rows(first_line), self.skipped, report_format)
+        partial = destination.with_name(f".{destination.name}.{self.ledger.attempt}")
+        try:
+            counts = write_report(partial, self._report_rows(first_line), self.skipped, report_format)
+            os.replace(partial, destination)
+        finally:
+            partial.unlink(missing_ok=True)
+        return counts
 
     def _report_rows(self, first_line: dict[int, int]) -> Iterator[dict[str, Any]]:
         """One row per recipient whose newest outcome is final, in the order of the source."""

@@ -82,3 +82,44 @@ def test_the_key_is_in_no_log_line_and_no_error(
     leaks = [line for line in lines if CANARY in line]
     leaks += [text for e in errors for text in (str(e), repr(e), repr(e.__dict__)) if CANARY in text]
     assert leaks == []
+
+
+def test_a_key_with_a_trailing_newline_is_refused_unshown_and_unsent(
+    make_conn: Callable[..., str], sim: AutocallsSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pasted with its line break, the key used to fail inside h11 with the whole header in the error."""
+    import asyncio
+    import traceback
+
+    from airflow_provider_autocalls.exceptions import AutocallsValidationError
+    from tests.reliability.test_secret_hygiene import debug_everywhere
+
+    conn_id = make_conn("newline", password=CANARY + "\n")
+    errors: list[BaseException] = []
+    with debug_everywhere(), everything_logged(caplog) as lines:
+        for call in (
+            lambda hook: hook.send_template(12, 46, PHONE),
+            lambda hook: hook.get_senders(),
+            lambda hook: asyncio.run(hook.async_send_template(12, 46, PHONE)),
+            lambda hook: hook.test_connection(),
+        ):
+            hook = AutocallsHook(conn_id)
+            try:
+                result = call(hook)
+            except AutocallsValidationError as exc:
+                errors.append(exc)
+            else:  # test_connection never raises: it answers with the message
+                assert result[0] is False
+                lines.append(result[1])
+                assert result[1].startswith("password: ")
+    assert len(errors) == 3
+    assert all(error.field == "password" for error in errors)  # type: ignore[attr-defined]
+    assert sim.requests == []
+    secret = CANARY.removeprefix("sk-canary-")
+    texts = lines + [
+        text
+        for error in errors
+        for text in (str(error), repr(error), "".join(traceback.format_exception(error)))
+    ]
+    assert [text for text in texts if secret in text] == []
+    assert len(lines) > 1, "no log line was captured besides test_connection's message"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -112,3 +113,48 @@ def test_connection_form_for_airflow_2() -> None:
     pytest.importorskip("flask_appbuilder")
     widgets = AutocallsHook.get_connection_form_widgets()
     assert set(widgets) == {"timeout", "rate_limit", "max_retries", "allow_insecure_http"}
+
+
+KEY = "sk-live-3f9a7c1e5b"
+
+
+@pytest.mark.parametrize(
+    ("key", "described"),
+    [
+        (KEY + "\n", "a line break at its end"),
+        (KEY + "\r\n", "a line break inside it"),  # the \r comes first
+        (" " + KEY, "a space at its start"),
+        (KEY[:5] + " " + KEY[5:], "a space inside it"),
+        (KEY + "\t", "a tab at its end"),
+        (KEY[:5] + "\x00" + KEY[5:], "a control character inside it"),
+        (KEY[:5] + "\x7f" + KEY[5:], "a control character inside it"),
+        (KEY[:5] + "é" + KEY[5:], "a non-ASCII character inside it"),
+        (KEY[:5] + "\u200b" + KEY[5:], "a non-ASCII character inside it"),  # zero-width space
+        (KEY + "\u00a0", "a whitespace character at its end"),  # no-break space
+    ],
+    ids=["newline", "crlf", "leading-space", "inner-space", "tab", "nul", "del", "accent", "zwsp", "nbsp"],
+)
+def test_a_key_that_cannot_be_a_header_is_refused_without_showing_it(key: str, described: str) -> None:
+    with pytest.raises(AutocallsValidationError) as err:
+        build_settings("c", None, key, {}, {})
+    assert err.value.field == "password"
+    assert described in str(err.value)
+    shown = f"{err.value} {err.value!r} {err.value.args!r} {err.value.__dict__!r}"
+    for part in (KEY, KEY[:5], KEY[5:], repr(key)[1:-1], key.encode("unicode_escape").decode()):
+        assert part not in shown
+    assert err.value.__cause__ is None
+    assert err.value.__context__ is None
+
+
+def test_a_good_key_is_kept_as_it_is() -> None:
+    assert build_settings("c", None, KEY, {}, {}).api_key == KEY
+
+
+def test_settings_are_their_own_module_and_still_importable_from_the_hook_module() -> None:
+    from airflow_provider_autocalls.hooks import _clients, _settings, autocalls
+
+    assert autocalls.build_settings is _settings.build_settings
+    assert autocalls.ClientSettings is _settings.ClientSettings
+    assert autocalls.DEFAULT_BASE_URL == _settings.DEFAULT_BASE_URL
+    # No circle: the clients module does not import the hook module.
+    assert "airflow_provider_autocalls.hooks.autocalls" not in Path(_clients.__file__).read_text()

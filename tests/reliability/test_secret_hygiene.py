@@ -720,6 +720,7 @@ def test_tasks_run_directly_leak_the_key_nowhere(
             recipients=rows,
             on_invalid_row="skip",
             ledger_location=ledger,
+            max_in_flight=1,  # the faults above meet the rows in order
         )
         summary = capture.returned(bulk.execute(ti("b")))
         assert (summary["sent"], summary["failed"], summary["unknown"], summary["skipped"]) == (1, 1, 1, 1)

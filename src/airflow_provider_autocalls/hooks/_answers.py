@@ -218,22 +218,23 @@ def _retry_after(headers: Mapping[str, str]) -> float:
     return seconds if math.isfinite(seconds) and seconds > 0 else DEFAULT_RETRY_AFTER
 
 
-def transport_failure(request: ApiRequest, exc: Exception) -> AutocallsError:
+def transport_failure(request: ApiRequest, exc: Exception, *, sent: bool, timeout: float) -> AutocallsError:
     """
-    Map an httpx transport exception to our error.
+    Map a failure of the transport (an httpx error, or the request's deadline) to our error.
 
-    Only a failure to connect proves that nothing reached the API. Anything later (a timeout while
-    waiting for the answer, a dropped connection) leaves a send in doubt.
+    :param sent: whether writing the request had begun (see ``hooks._transport.WireWatch``). Before
+        that, nothing reached the API, whatever the error; after it, a send is in doubt.
+    :param timeout: the request's deadline in seconds, named when it is what ended the request.
     """
     import httpx
 
     cause = type(exc).__name__
-    if isinstance(
-        exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout | httpx.UnsupportedProtocol
-    ):
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        cause = f"{cause}: not done within the connection's timeout of {timeout:g} s"
+    if not sent:
         return AutocallsConnectionError(
-            f"{request.what}: could not connect to the Autocalls API ({cause}); nothing was sent. "
-            "Check the connection's base URL and this machine's network, then retry."
+            f"{request.what}: the request could not be sent to the Autocalls API ({cause}); nothing was "
+            "sent. Check the connection's base URL and this machine's network, then retry."
         )
     if request.kind is Kind.SEND:
         return SendOutcomeUnknownError(

@@ -14,12 +14,12 @@ import functools
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
+from airflow_provider_autocalls.hooks._settings import ClientSettings
+
 if TYPE_CHECKING:
     import ssl
 
     import httpx
-
-    from airflow_provider_autocalls.hooks.autocalls import ClientSettings
 
 # Connecting should fail fast even when an answer may take long: a refused connect is safe to retry.
 MAX_CONNECT_TIMEOUT: Final = 10.0
@@ -52,10 +52,14 @@ def _options(settings: ClientSettings) -> dict[str, Any]:
 
 
 def new_client(settings: ClientSettings) -> httpx.Client:
-    """A synchronous client of its own (one per hook)."""
+    """A synchronous client of its own (one per hook), whose requests honour a deadline."""
     import httpx
 
-    return httpx.Client(**_options(settings))
+    from airflow_provider_autocalls.hooks._transport import bind_to_deadlines
+
+    client = httpx.Client(**_options(settings))
+    bind_to_deadlines(client)
+    return client
 
 
 def shared_async_client(settings: ClientSettings) -> httpx.AsyncClient:

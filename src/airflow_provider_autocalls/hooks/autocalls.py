@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import ipaddress
+import asyncio
+import threading
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 from tenacity import AsyncRetrying, Retrying
 
-from airflow_provider_autocalls import __version__
 from airflow_provider_autocalls.exceptions import (
     AutocallsAPIError,
     AutocallsError,
-    AutocallsValidationError,
     SendOutcomeUnknownError,
 )
 from airflow_provider_autocalls.hooks._answers import (
@@ -31,6 +29,14 @@ from airflow_provider_autocalls.hooks._claims import Guard, guard_for
 from airflow_provider_autocalls.hooks._clients import new_client, shared_async_client
 from airflow_provider_autocalls.hooks._pacing import Pacer, pacer_for
 from airflow_provider_autocalls.hooks._retry import MAX_RETRY_AFTER, may_retry, retry_policy
+from airflow_provider_autocalls.hooks._settings import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_RATE_LIMIT,
+    DEFAULT_TIMEOUT,
+    ClientSettings,
+    build_settings,
+)
 from airflow_provider_autocalls.validation import (
     SENDER_STATUSES,
     TEMPLATE_STATUSES,
@@ -45,128 +51,18 @@ from airflow_provider_autocalls.validation import (
 if TYPE_CHECKING:
     import httpx
 
-DEFAULT_BASE_URL: Final = "https://app.autocalls.ai/api"
-DEFAULT_TIMEOUT: Final = 30.0
-DEFAULT_RATE_LIMIT: Final = 5.0
-DEFAULT_MAX_RETRIES: Final = 3
+    from airflow_provider_autocalls.hooks._transport import WireWatch
 
-
-@dataclass(frozen=True)
-class ClientSettings:
-    """Everything a client needs, read from the connection once. The API key never shows in a repr."""
-
-    base_url: str
-    api_key: str = field(repr=False)
-    timeout: float = DEFAULT_TIMEOUT
-    rate_limit: float = DEFAULT_RATE_LIMIT
-    max_retries: int = DEFAULT_MAX_RETRIES
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {
-            "Authorization": f"Bearer {self.api_key}",
-            "Accept": "application/json",
-            "User-Agent": f"airflow-provider-autocalls/{__version__}",
-        }
-
-
-def build_settings(
-    conn_id: str,
-    host: str | None,
-    password: str | None,
-    extras: Mapping[str, Any],
-    overrides: Mapping[str, Any],
-) -> ClientSettings:
-    """
-    Turn a connection into client settings; hook arguments (``overrides``) win over extras.
-
-    :raises AutocallsValidationError: naming the connection field that is wrong.
-    """
-    values = {**{k: v for k, v in extras.items() if v not in (None, "")}, **overrides}
-    if not password:
-        raise AutocallsValidationError(
-            "password",
-            f"connection {conn_id!r} has no API key. Put the Autocalls API key in its password field.",
-        )
-    return ClientSettings(
-        base_url=_check_base_url(host or DEFAULT_BASE_URL, _flag(values.get("allow_insecure_http", False))),
-        api_key=password,
-        timeout=_positive_number(values.get("timeout", DEFAULT_TIMEOUT), "timeout"),
-        rate_limit=_positive_number(values.get("rate_limit", DEFAULT_RATE_LIMIT), "rate_limit"),
-        max_retries=_count(values.get("max_retries", DEFAULT_MAX_RETRIES), "max_retries"),
-    )
-
-
-def _check_base_url(url: str, allow_insecure_http: bool) -> str:
-    url = url.strip().rstrip("/")
-    if any(c.isspace() or not c.isprintable() for c in url):
-        raise AutocallsValidationError("host", f"{url!r} contains spaces or control characters; remove them.")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
-    except ValueError as exc:
-        raise AutocallsValidationError("host", f"{url!r} is not a valid URL ({exc}).") from exc
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise AutocallsValidationError(
-            "host",
-            f"{url!r} is not a base URL. Give the whole URL with its scheme, e.g. {DEFAULT_BASE_URL!r}.",
-        )
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise AutocallsValidationError(
-            "host",
-            "the base URL must not carry credentials, a query or a fragment; put the API key in password.",
-        )
-    if parts.scheme == "http" and not (allow_insecure_http or _is_loopback(parts.hostname)):
-        raise AutocallsValidationError(
-            "host",
-            f"plain http:// would send the API key unencrypted to {parts.hostname}. Use https://, or set the "
-            "extra allow_insecure_http to true if this network is trusted.",
-        )
-    # One API, one pacer: the scheme and host are case-insensitive, the path is not.
-    return parts._replace(scheme=parts.scheme.lower(), netloc=parts.netloc.lower()).geturl()
-
-
-def _flag(value: Any, name: str = "allow_insecure_http") -> bool:
-    """A boolean extra; text from a URI or JSON is read strictly ("false" must never mean True)."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no", ""):
-        return False
-    raise AutocallsValidationError(name, f"{value!r} is not true or false (connection extra {name!r}).")
-
-
-def _is_loopback(hostname: str) -> bool:
-    if hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
-
-
-def _positive_number(value: Any, name: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if isinstance(value, bool) or not number > 0 or number == float("inf"):
-        raise AutocallsValidationError(
-            name, f"{value!r} is not a positive number (connection extra {name!r})."
-        )
-    return number
-
-
-def _count(value: Any, name: str) -> int:
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise AutocallsValidationError(
-            name, f"{value!r} is not a whole number >= 0 (connection extra {name!r})."
-        )
-    return value
+# Importable from here as before; they live in the settings module.
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_RATE_LIMIT",
+    "DEFAULT_TIMEOUT",
+    "AutocallsHook",
+    "ClientSettings",
+    "build_settings",
+]
 
 
 class AutocallsHook(BaseHook):
@@ -188,8 +84,9 @@ class AutocallsHook(BaseHook):
         hook.send_template(sender_id=12, template_id=45, recipient_phone="+14155550123", variables={"1": "Ada"})
 
     :param autocalls_conn_id: the Airflow connection: ``host`` is the base URL (empty means
-        ``https://app.autocalls.ai/api``), ``password`` the API key; extras ``timeout`` (seconds),
-        ``rate_limit`` (requests per second, default 5), ``max_retries`` (default 3).
+        ``https://app.autocalls.ai/api``), ``password`` the API key; extras ``timeout`` (seconds
+        one request may take in all, answer included), ``rate_limit`` (requests per second,
+        default 5), ``max_retries`` (default 3).
     :param timeout: overrides the connection's ``timeout``.
     :param rate_limit: overrides the connection's ``rate_limit``.
     :param max_retries: overrides the connection's ``max_retries``.
@@ -224,11 +121,22 @@ class AutocallsHook(BaseHook):
             if value is not None
         }
         self._async_settings: ClientSettings | None = None
-        #: Whether the API may have acted on the latest sync call: a request of it went to the network
-        #: and nothing proves the API did nothing (as a 429, a failure to connect or an error answer
-        #: do). A send operator reads it when something else (a signal, a broken log pipe)
-        #: interrupts the call, to tell a send in doubt from one that surely never went out.
-        self.request_may_have_reached_api = False
+        # Per thread: a bulk send calls one hook from several threads at once.
+        self._calls = threading.local()
+
+    @property
+    def request_may_have_reached_api(self) -> bool:
+        """
+        Whether the API may have acted on this thread's latest sync call: a request of it went to
+        the network and nothing proves the API did nothing (as a 429, a failure to connect or an
+        error answer do). Read when something else (a signal, a broken log pipe) interrupts the
+        call, to tell a send in doubt from one that surely never went out.
+        """
+        return bool(getattr(self._calls, "may_have_reached_api", False))
+
+    @request_may_have_reached_api.setter
+    def request_may_have_reached_api(self, value: bool) -> None:
+        self._calls.may_have_reached_api = value
 
     # -- connection form -----------------------------------------------------------------------
 
@@ -339,6 +247,11 @@ class AutocallsHook(BaseHook):
         # Interrupted (a signal, a timeout): in doubt only if a request was out at that moment.
         return self.request_may_have_reached_api
 
+    # Each attempt: wait for the pacer's permit; from the moment it is granted, one deadline
+    # (the connection's ``timeout``) bounds everything until the permit is given back. Between
+    # the permit and the request is the one place for a step that must come right before a
+    # request leaves. The request itself is written and its answer read in ``_exchange``.
+
     def _request(self, request: ApiRequest) -> Any:
         self.request_may_have_reached_api = False
         guard = self._guard(request)
@@ -362,19 +275,20 @@ class AutocallsHook(BaseHook):
     def _attempt(self, request: ApiRequest, guard: Guard | None = None) -> Any:
         import httpx
 
-        client = self.client  # built before the permit is taken: building it takes milliseconds
+        from airflow_provider_autocalls.hooks._transport import WireWatch
+
+        # Built before the permit is taken: building the client takes milliseconds.
+        client, pacer, timeout = self.client, self.pacer, self.settings.timeout
+        wire = WireWatch(on_send=self._mark_may_have_reached_api)
         try:
-            with self.pacer.permit():
+            with pacer.permit():
+                deadline = time.monotonic() + timeout
                 if guard is not None and guard.claim is not None:
                     guard.claim.take()  # after the permit, right before the request leaves
-                self.request_may_have_reached_api = True
-                with client.stream(
-                    request.method, request.path, params=request.params, json=request.body
-                ) as r:
-                    content = _read_capped(r.iter_bytes(), r.headers)
-            return self._decode(request, r.status_code, r.headers, content, self.pacer)
+                status, headers, content = self._exchange(client, request, wire, deadline)
+            return self._decode(request, status, headers, content, pacer)
         except httpx.RequestError as exc:  # transport errors, and a body that cannot be decoded
-            failure = transport_failure(request, exc)
+            failure = transport_failure(request, exc, sent=wire.sent, timeout=timeout)
             self._attempt_failed(request, guard, failure)
             raise failure from exc
         except AutocallsError as exc:
@@ -385,6 +299,41 @@ class AutocallsHook(BaseHook):
         self.request_may_have_reached_api = isinstance(error, SendOutcomeUnknownError)
         if guard is not None and may_retry(request.kind, error):
             guard.nothing_sent(error)
+
+    def _mark_may_have_reached_api(self) -> None:
+        # Set by the request's trace right before its first byte may be written, so that an
+        # interruption from outside (a signal, a kill) that comes later finds it set.
+        self.request_may_have_reached_api = True
+
+    @staticmethod
+    def _exchange(
+        client: httpx.Client, request: ApiRequest, wire: WireWatch, deadline: float
+    ) -> tuple[int, httpx.Headers, bytes | None]:
+        """Write the request and read its whole answer, all by ``deadline`` (``time.monotonic()``)."""
+        import httpx
+
+        from airflow_provider_autocalls.hooks._transport import deadline as request_deadline
+
+        # Waiting for a free connection of the pool counts against the deadline too.
+        steps = client.timeout
+        timeouts = httpx.Timeout(
+            connect=steps.connect,
+            read=steps.read,
+            write=steps.write,
+            pool=max(0.0, deadline - time.monotonic()),
+        )
+        with (
+            request_deadline(deadline),
+            client.stream(
+                request.method,
+                request.path,
+                params=request.params,
+                json=request.body,
+                timeout=timeouts,
+                extensions={"trace": wire},
+            ) as r,
+        ):
+            return r.status_code, r.headers, _read_capped(r.iter_bytes(), r.headers)
 
     async def _async_request(self, request: ApiRequest) -> Any:
         settings = await self.async_settings()
@@ -408,23 +357,41 @@ class AutocallsHook(BaseHook):
     async def _async_attempt(self, request: ApiRequest, guard: Guard | None = None) -> Any:
         import httpx
 
+        from airflow_provider_autocalls.hooks._transport import WireWatch
+
         client, pacer = await self._async_client()
+        timeout = (await self.async_settings()).timeout
+        wire = WireWatch()
         try:
             async with pacer.async_permit():
+                deadline = asyncio.get_running_loop().time() + timeout
                 if guard is not None and guard.claim is not None:
                     guard.claim.take()  # after the permit, right before the request leaves
-                async with client.stream(
-                    request.method, request.path, params=request.params, json=request.body
-                ) as r:
-                    content = await _aread_capped(r.aiter_bytes(), r.headers)
-            return self._decode(request, r.status_code, r.headers, content, pacer)
-        except httpx.RequestError as exc:  # transport errors, and a body that cannot be decoded
-            failure = transport_failure(request, exc)
+                async with asyncio.timeout_at(deadline):
+                    status, headers, content = await self._async_exchange(client, request, wire)
+            return self._decode(request, status, headers, content, pacer)
+        # Transport errors, bodies that cannot be decoded, and the deadline (TimeoutError).
+        except (httpx.RequestError, TimeoutError) as exc:
+            failure = transport_failure(request, exc, sent=wire.sent, timeout=timeout)
             self._attempt_failed(request, guard, failure)
             raise failure from exc
         except AutocallsError as exc:
             self._attempt_failed(request, guard, exc)
             raise
+
+    @staticmethod
+    async def _async_exchange(
+        client: httpx.AsyncClient, request: ApiRequest, wire: WireWatch
+    ) -> tuple[int, httpx.Headers, bytes | None]:
+        """Write the request and read its whole answer (the caller bounds it by the deadline)."""
+        async with client.stream(
+            request.method,
+            request.path,
+            params=request.params,
+            json=request.body,
+            extensions={"trace": wire.async_trace},
+        ) as r:
+            return r.status_code, r.headers, await _aread_capped(r.aiter_bytes(), r.headers)
 
     @staticmethod
     def _decode(

@@ -265,10 +265,8 @@ def _parse(name: str, location: str) -> tuple[str, int, str]:
 def _derive(
     key: str, gen: int, claim: dict[str, Any], outcome: dict[str, Any] | None, released: dict[str, Any] | None
 ) -> Entry:
-    # An unreadable ({}) record was torn by a crash while it was written. A claim is durable before its
-    # request leaves, so a torn claim means nothing was sent; a torn outcome means nothing is known.
-    if not claim:
-        return Entry(key, gen, State.RELEASED, claim, outcome)
+    # Records appear whole (a link of a finished file, or one PUT), so an unreadable ({}) one was
+    # damaged afterwards: nothing is known of that send, and it stays in doubt.
     if outcome == {}:
         outcome = None
     if released == {}:

@@ -6,8 +6,9 @@ order never depend on when, or on which worker's clock, it was written. Creating
 already exists fails: that failure is the store's own atomic primitive, and it is what makes a
 claim exclusive between two tries of one task instance that run at the same moment.
 
-- :class:`FolderStore`: a local (or shared, POSIX) folder; ``open(O_CREAT | O_EXCL)``, then the
-  record is written and fsync'ed, and so is the folder, before the call returns.
+- :class:`FolderStore`: a local (or shared, POSIX) folder. The record is written and fsync'ed under
+  a name of its own, then hard-linked to its real name: ``link`` fails when that name exists, and a
+  reader never sees a record half written (as it could between ``open(O_EXCL)`` and ``write``).
 - :class:`ObjectStore`: an object-storage prefix through Airflow's ``ObjectStoragePath`` (fsspec),
   opened in exclusive mode ``"xb"``. s3fs turns that into a conditional ``PutObject``
   (``If-None-Match: *``), gcsfs into ``ifGenerationMatch=0``. A filesystem that cannot create
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -76,15 +78,19 @@ class FolderStore:
 
     def create(self, name: str, record: Mapping[str, Any]) -> bool:
         self._prepare()
-        try:
-            fd = os.open(self.folder / (name + SUFFIX), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
+        draft = self.folder / f".{name}.{uuid.uuid4().hex}.draft"
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.write(fd, _encoded(record))
             os.fsync(fd)
         finally:
             os.close(fd)
+        try:
+            os.link(draft, self.folder / (name + SUFFIX))
+        except FileExistsError:
+            return False
+        finally:
+            draft.unlink()
         # The name itself must survive a crash too, or a claim could vanish with the power.
         folder_fd = os.open(self.folder, os.O_RDONLY)
         try:

@@ -341,7 +341,8 @@ class BulkSendTemplateOperator(BaseOperator):
     :param autocalls_conn_id: the Autocalls connection (templated).
     :return: (XCom) the task instance's counts as in the report (``total``, ``sent``, ``failed``,
         ``unknown``, ``skipped``), ``invalid``, ``duplicates``, ``from_earlier_tries``, ``this_try``
-        (what this try itself did: ``sent``, ``failed``, ``unknown``, ``skipped``), ``report`` and
+        (what this try itself did: ``sent``, ``failed``, ``unknown``, ``skipped``, and
+        ``claimed_by_another_try``: recipients a try racing this one sent first), ``report`` and
         ``ledger`` locations, ``elapsed_s`` and ``rate_per_s`` of this try.
     """
 
@@ -441,7 +442,10 @@ class BulkSendTemplateOperator(BaseOperator):
             "invalid": outcome.invalid,
             "duplicates": outcome.duplicates,
             "from_earlier_tries": outcome.from_earlier_tries,
-            "this_try": {k: outcome.this_try.get(k, 0) for k in ("sent", "failed", "unknown", "skipped")},
+            "this_try": {
+                k: outcome.this_try.get(k, 0)
+                for k in ("sent", "failed", "unknown", "skipped", "claimed_by_another_try")
+            },
             "report": str(report),
             "ledger": ledger.location,
             "elapsed_s": round(outcome.elapsed, 3),

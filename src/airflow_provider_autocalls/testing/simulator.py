@@ -100,7 +100,10 @@ class _Handler(BaseHTTPRequestHandler):
                 assert response is not None
                 response.headers.update(fault.headers)
         assert response is not None
-        self._send(response)
+        if fault is not None and fault.trickle:
+            self._send_slowly(response, fault.trickle)
+        else:
+            self._send(response)
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -117,6 +120,20 @@ class _Handler(BaseHTTPRequestHandler):
         if length < 0 or length > _MAX_BODY:
             raise ValueError("bad Content-Length")
         return self.rfile.read(length) if length else b""
+
+    def _send_slowly(self, response: Response, interval: float) -> None:
+        """Write the whole answer one byte at a time, ``interval`` seconds apart."""
+        lines = [f"HTTP/1.1 {response.status} {self.responses.get(response.status, ('',))[0]}"]
+        lines += [
+            f"{name}: {value}" for name, value in response.headers.items() if name.lower() != "content-length"
+        ]
+        lines += [f"Content-Length: {len(response.body)}", "", ""]
+        answer = "\r\n".join(lines).encode("latin-1") + response.body
+        self.close_connection = True
+        for index in range(len(answer)):
+            if index:
+                time.sleep(interval)
+            self.wfile.write(answer[index : index + 1])  # raises once the client has gone
 
     def _send(self, response: Response) -> None:
         self.send_response(response.status)

@@ -57,6 +57,8 @@ class Fault:
     :param process: process the request for real first, then apply ``status``/``drop``.
     :param drop: close the connection without any response.
     :param delay: seconds to sleep before answering (after processing when it happens).
+    :param trickle: send the answer (the real one, or the ``status`` one), status line and headers
+        included, one byte every ``trickle`` seconds, as a stalled link or proxy would.
     :param count: how many matching requests the fault applies to.
     :param probability: the chance that a matching request gets the fault (soak tests spread
         faults at random this way; the draws are seeded, so a run can be repeated).
@@ -69,6 +71,7 @@ class Fault:
     process: bool = False
     drop: bool = False
     delay: float = 0.0
+    trickle: float = 0.0
     count: int = 1
     probability: float = 1.0
 
@@ -79,6 +82,8 @@ class Fault:
             raise ValueError(f"status must be an HTTP status code, got {self.status!r}")
         if self.delay < 0:
             raise ValueError("delay must be >= 0")
+        if self.trickle < 0:
+            raise ValueError("trickle must be >= 0")
         if self.count < 1:
             raise ValueError("count must be >= 1")
         if not 0 < self.probability <= 1:
@@ -384,6 +389,7 @@ def fault_from_json(data: Any) -> Fault:
         "process": lambda v: isinstance(v, bool),
         "drop": lambda v: isinstance(v, bool),
         "delay": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+        "trickle": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
         "count": lambda v: isinstance(v, int) and not isinstance(v, bool),
         "probability": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
     }
