@@ -7,6 +7,7 @@ every recipient once.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import traceback
 from collections import Counter
@@ -68,18 +69,23 @@ def race(kind: str, trial: int, location: str) -> list[tuple[str, Any]]:
     return outcomes
 
 
-@pytest.fixture(autouse=True)
-def _connection(make_conn: Callable[..., str], sim: AutocallsSimulator) -> None:
+def prepare_race(make_conn: Callable[..., str], sim: AutocallsSimulator) -> None:
     make_conn(max_retries=0)
     AutocallsHook().settings  # noqa: B018 - the forked tries start with Airflow's connection code loaded
     # An answer takes a moment, as the real API's does: the two tries overlap for real.
     sim.inject(Fault(endpoint="send_template", delay=0.02, count=10_000))
 
 
-def test_a_single_send_raced_by_two_tries_goes_out_once(tmp_path: Path, sim: AutocallsSimulator) -> None:
+@pytest.fixture(autouse=True)
+def _connection(make_conn: Callable[..., str], sim: AutocallsSimulator) -> None:
+    prepare_race(make_conn, sim)
+
+
+def check_single_races(location: str, sim: AutocallsSimulator) -> None:
+    """:data:`TRIALS` races of two tries of one single send on ``location``."""
     for trial in range(TRIALS):
         before = len(sim.delivered)
-        outcomes = race("single", trial, str(tmp_path))
+        outcomes = race("single", trial, location)
         assert len(sim.delivered) - before == 1, (trial, outcomes)
         # Both tries succeed with the one message's answer: the loser waited for the winner's outcome.
         assert [status for status, _ in outcomes] == ["ok", "ok"], outcomes
@@ -88,14 +94,11 @@ def test_a_single_send_raced_by_two_tries_goes_out_once(tmp_path: Path, sim: Aut
         )
 
 
-def test_a_bulk_send_raced_by_two_tries_messages_everyone_once(
-    tmp_path: Path, sim: AutocallsSimulator
-) -> None:
-    import json
-
+def check_bulk_races(location: str, sim: AutocallsSimulator, read_text: Callable[[str], str]) -> None:
+    """:data:`TRIALS` races of two tries of one bulk send on ``location``; ``read_text`` reads the report."""
     for trial in range(TRIALS):
         before = len(sim.delivered)
-        outcomes = race("bulk", trial, str(tmp_path))
+        outcomes = race("bulk", trial, location)
         assert [status for status, _ in outcomes] == ["ok", "ok"], outcomes
         delivered = Counter(m["recipient_phone"] for m in sim.delivered[before:])
         assert delivered == Counter(PHONES), (trial, delivered)
@@ -107,6 +110,16 @@ def test_a_bulk_send_raced_by_two_tries_messages_everyone_once(
             mine = summary["this_try"]["sent"]
             assert summary["this_try"]["skipped"] + summary["from_earlier_tries"] >= len(PHONES) - mine
         # The report (written by whichever try finished last) has every recipient once, as sent.
-        final = [json.loads(line) for line in Path(summaries[0]["report"]).read_text().splitlines()]
+        final = [json.loads(line) for line in read_text(summaries[0]["report"]).splitlines()]
         sent_rows = [r for r in final if r["status"] == "sent"]
         assert sorted(r["recipient_phone"] for r in sent_rows) == PHONES
+
+
+def test_a_single_send_raced_by_two_tries_goes_out_once(tmp_path: Path, sim: AutocallsSimulator) -> None:
+    check_single_races(str(tmp_path), sim)
+
+
+def test_a_bulk_send_raced_by_two_tries_messages_everyone_once(
+    tmp_path: Path, sim: AutocallsSimulator
+) -> None:
+    check_bulk_races(str(tmp_path), sim, lambda report: Path(report).read_text())
