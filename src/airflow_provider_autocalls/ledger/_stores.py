@@ -140,6 +140,9 @@ class ObjectStore:
             ) from exc
         self._path = str(prefix.path).rstrip("/")
         self._in_process = _exclusive_create_of(self._fs, self.location)
+        # s3fs asks for an object's size (a HEAD, and a listing when it is missing) before reading it
+        # in parallel parts; a record is one small GET.
+        self._read_options = {"max_concurrency": 1} if type(self._fs).__module__.startswith("s3fs") else {}
 
     def create(self, name: str, record: Mapping[str, Any]) -> bool:
         path = f"{self._path}/{name}{SUFFIX}"
@@ -181,7 +184,7 @@ class ObjectStore:
         path = f"{self._path}/{name}{SUFFIX}"
         self._fs.invalidate_cache(path)  # s3fs answers "missing" from a cached listing of the prefix
         try:
-            return _decoded(self._fs.cat_file(path))
+            return _decoded(self._fs.cat_file(path, **self._read_options))
         except FileNotFoundError:
             return None
 
