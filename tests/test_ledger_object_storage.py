@@ -195,6 +195,24 @@ def test_a_conflict_between_two_conditional_writes_is_retried(
     assert not store.create("p1.0.claim", {"try_number": 2})
 
 
+def test_a_retried_put_that_meets_its_own_first_write_is_a_win(
+    location: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first PUT reached S3 but its answer was lost; the client's retry gets 412 for that object.
+    store = store_at(location)
+    real = store._fs.pipe_file
+
+    def answer_lost(path: str, data: bytes, **kwargs: Any) -> Any:
+        real(path, data, **kwargs)
+        raise FileExistsError(path)
+
+    monkeypatch.setattr(store._fs, "pipe_file", answer_lost)
+    assert store.create("p1.0.claim", {"attempt": "a"})
+    monkeypatch.undo()
+    assert not store.create("p1.0.claim", {"attempt": "b"})  # another try's record: lost
+    assert store.read("p1.0.claim") == {"attempt": "a"}
+
+
 def test_a_filesystem_without_conditional_writes_is_refused(
     location: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

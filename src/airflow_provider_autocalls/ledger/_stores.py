@@ -16,6 +16,7 @@ claim exclusive between two tries of one task instance that run at the same mome
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -139,7 +140,10 @@ class ObjectStore:
                 "filesystem is installed (for s3:// install apache-airflow-providers-amazon[s3fs])."
             ) from exc
         self._path = str(prefix.path).rstrip("/")
-        self._in_process = _exclusive_create_of(self._fs, self.location)
+        # fsspec's memory filesystem checks, then writes: in this one process a lock makes that one step.
+        self._lock = (
+            _IN_PROCESS if _exclusive_create_of(self._fs, self.location) else contextlib.nullcontext()
+        )
         # s3fs asks for an object's size (a HEAD, and a listing when it is missing) before reading it
         # in parallel parts; a record is one small GET.
         self._read_options = {"max_concurrency": 1} if type(self._fs).__module__.startswith("s3fs") else {}
@@ -147,27 +151,37 @@ class ObjectStore:
     def create(self, name: str, record: Mapping[str, Any]) -> bool:
         path = f"{self._path}/{name}{SUFFIX}"
         data = _encoded(record)
-        for attempt in range(_CONFLICT_RETRIES + 1):
+        attempt = 0
+        while True:
             try:
-                if self._in_process:
-                    with _IN_PROCESS:
-                        self._fs.pipe_file(path, data, mode="create")
-                else:
+                with self._lock:
                     self._fs.pipe_file(path, data, mode="create")
             except FileExistsError:
-                return False
+                return self._ours(path, data)
             except OSError as exc:
                 code = _error_code(exc)
                 if code == "PreconditionFailed":  # our only precondition is "does not exist yet"
-                    return False
+                    return self._ours(path, data)
                 # S3 answers 409 to one of two conditional writes of one name that overlap, and asks
                 # for a retry; the retry then finds the winner's object (412) or creates it.
                 if code != "ConditionalRequestConflict" or attempt == _CONFLICT_RETRIES:
                     raise
                 time.sleep(0.05 * 2**attempt)
+                attempt += 1
             else:
                 return True
-        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _ours(self, path: str, data: bytes) -> bool:
+        """
+        Whether the existing object is this call's own write: the client retries a PUT whose answer
+        was lost, and the retry meets the first attempt's object. Every record names its try's
+        attempt, so no other try's record has the same bytes.
+        """
+        self._fs.invalidate_cache(path)
+        try:
+            return bool(self._fs.cat_file(path, **self._read_options) == data)
+        except FileNotFoundError:
+            return False
 
     def names(self) -> Iterator[str]:
         self._fs.invalidate_cache(self._path)
@@ -195,8 +209,7 @@ class ObjectStore:
 _CONDITIONAL_CREATE = {"s3fs": "2024.12.0", "gcsfs": "2024.12.0"}
 #: Retries of a write that S3 refused with 409 ConditionalRequestConflict.
 _CONFLICT_RETRIES = 5
-#: fsspec's memory filesystem lives in this process only (tests): a lock makes its check and
-#: create one step.
+#: The lock of fsspec's memory filesystem, which lives in this process only (tests).
 _IN_PROCESS = threading.Lock()
 
 
