@@ -29,12 +29,6 @@ def context() -> Any:
     return {"ti": SimpleNamespace(dag_id="race", run_id="torn", task_id="one", map_index=-1, try_number=1)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FolderStore.create makes the name visible before its content (O_EXCL, then write), and the "
-    "ledger reads an empty claim as torn by a crash, i.e. released (ledger/_stores.py, ledger/__init__.py "
-    "_derive): a racing try sends a second time",
-)
 def test_a_claim_being_written_is_not_taken_for_a_torn_one(
     tmp_path: Path, make_conn: Callable[..., str], sim: AutocallsSimulator
 ) -> None:

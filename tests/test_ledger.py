@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from unittest import mock
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
@@ -45,10 +46,15 @@ def records(tmp_path: Path, ctx: Any = None) -> list[str]:
 
 
 def claim_without_outcome(location: str, ctx: Any = None) -> None:
-    """What a worker killed during the request leaves behind."""
+    """What a worker killed during the request leaves behind: its claim, made by a process now gone."""
+    import subprocess
+
     ledger = ledger_for(ctx or context(), location)
     assert ledger is not None
-    ledger.new_claim(KEY, PHONE).take()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with mock.patch("os.getpid", return_value=gone.pid):
+        ledger.new_claim(KEY, PHONE).take()
 
 
 @pytest.fixture(autouse=True)

@@ -314,7 +314,7 @@ def test_a_single_send_raced_by_two_tries_on_s3_goes_out_once(
     # A loser that reads the ledger between the winner's claim and its outcome fails instead of
     # returning the winner's answer (it sends nothing): a bug of the operator, reproduced on its own
     # in test_racing_late_loser.py; S3's slower reads make that moment frequent here.
-    check_single_races(race_location, sim, late_loser_may_fail=True)
+    check_single_races(race_location, sim)
 
 
 def test_a_bulk_send_raced_by_two_tries_on_s3_messages_everyone_once(

@@ -11,17 +11,10 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from airflow_provider_autocalls.testing import AutocallsSimulator
 from tests.test_racing_tries import PHONES, prepare_race, race
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the bulk engine reports a recipient claimed by the racing try as 'skipped' in addition to its "
-    "'sent' row, and counts it in 'total' (bulk_send.py)",
-)
 def test_the_report_of_a_raced_bulk_send_has_each_recipient_once(
     tmp_path: Path, make_conn: Callable[..., str], sim: AutocallsSimulator
 ) -> None:

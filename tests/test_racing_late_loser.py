@@ -16,8 +16,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
-
 from airflow_provider_autocalls.ledger import State, ledger_for, phone_key
 from airflow_provider_autocalls.operators.autocalls import SendTemplateOperator
 from airflow_provider_autocalls.testing import AutocallsSimulator, Fault
@@ -29,11 +27,6 @@ def context() -> Any:
     return {"ti": SimpleNamespace(dag_id="race", run_id="late", task_id="one", map_index=-1, try_number=1)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SendTemplateOperator treats a racing try's claim without an outcome as 'unknown' at its first "
-    "read instead of waiting for that outcome (operators/autocalls.py, _send_at_most_once)",
-)
 def test_a_try_that_finds_a_racing_claim_waits_for_its_outcome(
     tmp_path: Path, make_conn: Callable[..., str], sim: AutocallsSimulator
 ) -> None:

@@ -81,24 +81,15 @@ def _connection(make_conn: Callable[..., str], sim: AutocallsSimulator) -> None:
     prepare_race(make_conn, sim)
 
 
-def check_single_races(location: str, sim: AutocallsSimulator, *, late_loser_may_fail: bool = False) -> None:
-    """
-    :data:`TRIALS` races of two tries of one single send on ``location``.
-
-    :param late_loser_may_fail: accept the known failure of a loser that read the ledger between
-        the winner's claim and its outcome (test_racing_late_loser.py) instead of its answer.
-    """
+def check_single_races(location: str, sim: AutocallsSimulator) -> None:
+    """:data:`TRIALS` races of two tries of one single send on ``location``."""
     for trial in range(TRIALS):
         before = len(sim.delivered)
         outcomes = race("single", trial, location)
         assert len(sim.delivered) - before == 1, (trial, outcomes)
         answers = [answer for status, answer in outcomes if status == "ok"]
-        if late_loser_may_fail and len(answers) == 1:
-            error = next(error for status, error in outcomes if status == "error")
-            assert error.startswith("AirflowFailException: Try 1 of this task started sending"), error
-        else:
-            # Both tries succeed with the one message's answer: the loser waited for the winner's outcome.
-            assert [status for status, _ in outcomes] == ["ok", "ok"], outcomes
+        # Both tries succeed with the one message's answer: the loser waited for the winner's outcome.
+        assert [status for status, _ in outcomes] == ["ok", "ok"], outcomes
         assert {answer["message_sid"] for answer in answers} == {sim.delivered[-1]["message_sid"]}
 
 

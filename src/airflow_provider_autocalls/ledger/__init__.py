@@ -110,6 +110,25 @@ class Entry:
         return (self.outcome or self.claim or {}).get("try_number")
 
     @property
+    def holder_may_be_sending(self) -> bool:
+        """
+        Whether the try that claimed this message, with no outcome yet, may still be sending it: it
+        runs on another host, or in another live process of this one.
+        """
+        if self.state is not State.UNKNOWN or self.outcome is not None or not self.claim:
+            return False
+        pid = self.claim.get("pid")
+        if self.claim.get("host") != socket.gethostname() or not isinstance(pid, int):
+            return True  # another machine: nothing here can tell
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    @property
     def details(self) -> dict[str, Any]:
         return dict((self.outcome or {}).get("details") or (self.claim or {}).get("details") or {})
 

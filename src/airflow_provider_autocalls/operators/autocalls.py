@@ -87,6 +87,9 @@ class _AutocallsSendOperator(BaseOperator):
         key = phone_key(recipient)
         with fail_fast_unless_retryable():
             earlier = ledger.entry(key)
+            if earlier is not None and earlier.holder_may_be_sending:
+                # A try racing this one (a zombie, a double schedule) is sending it: its outcome is ours.
+                earlier = self._outcome_of_racing_try(ledger, key)
         if earlier is not None and earlier.state is not State.RELEASED:
             return self._earlier_outcome(ledger, earlier)
         with fail_fast_unless_retryable():
