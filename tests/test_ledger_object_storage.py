@@ -272,6 +272,7 @@ def test_a_bulk_send_resumes_where_it_stopped(location: str, sim: AutocallsSimul
             template_id=46,
             recipients=[{"recipient_phone": p} for p in phones],
             ledger_location=location,
+            max_in_flight=1,  # the faults below meet the rows in order
         ).execute(context("bulk"))
 
     offline = '{"success": false, "error": "off", "error_code": "SENDER_OFFLINE"}'
