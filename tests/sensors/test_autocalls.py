@@ -38,6 +38,7 @@ def test_template_fields() -> None:
     assert set(SessionOpenSensor.template_fields) == {
         "sender_id",
         "recipient_phone",
+        "reply_to",
         "replied_after",
         "autocalls_conn_id",
     }
@@ -135,7 +136,10 @@ def test_deferrable_defers_with_everything_the_triggerer_needs(make_conn: Callab
     assert isinstance(trigger, SessionOpenTrigger)
     assert deferred.value.method_name == "execute_complete"
     assert deferred.value.timeout == timedelta(seconds=90)
-    assert trigger.serialize() == (
+    classpath, kwargs = trigger.serialize()
+    end_by = datetime.fromisoformat(kwargs.pop("end_by"))
+    assert timedelta(seconds=80) < end_by - datetime.now(UTC) <= timedelta(seconds=90)
+    assert (classpath, kwargs) == (
         "airflow_provider_autocalls.triggers.autocalls.SessionOpenTrigger",
         {
             "sender_id": 12,
