@@ -375,12 +375,14 @@ def check_row(
             "row", f"has {len(raw[_EXTRA_CELLS])} more cells than the header has columns."
         )
     unknown = [key for key in raw if not _accepted(key)]
-    if unknown:
-        raise AutocallsValidationError(
-            "row", f"has unknown keys {', '.join(repr(k) for k in unknown)}. Accepted: {_ACCEPTED_TEXT}."
-        )
+    listed = f"unknown keys {', '.join(repr(k) for k in unknown)}" if unknown else ""
     if "recipient_phone" not in raw:
-        raise AutocallsValidationError("recipient_phone", "is missing from the row.")
+        has = f" (it has {listed})" if unknown else ""
+        raise AutocallsValidationError(
+            "recipient_phone", f"is missing from the row{has}. Accepted keys: {_ACCEPTED_TEXT}."
+        )
+    if unknown:
+        raise AutocallsValidationError("row", f"has {listed}. Accepted keys: {_ACCEPTED_TEXT}.")
     phone = check_phone(raw["recipient_phone"])
     name = check_recipient_name(raw.get("recipient_name") or None)
     variables = _row_variables(raw)

@@ -116,7 +116,7 @@ def _moment(value: str | None, field: str) -> datetime | None:
     try:
         moment = datetime.fromisoformat(value)
     except (TypeError, ValueError) as exc:
-        raise AutocallsError(f"The trigger's {field} {value!r} is not an ISO 8601 date-time.") from exc
+        raise AutocallsValidationError(field, f"{value!r} is not an ISO 8601 date-time.") from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
