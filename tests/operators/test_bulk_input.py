@@ -32,7 +32,8 @@ def run(tmp_path: Path, name: str, content: str, **kwargs: Any) -> dict[str, Any
         ledger_location=str(tmp_path),
         **kwargs,
     )
-    return op.execute({"ti": SimpleNamespace(dag_id="d", run_id="r1", task_id="bulk", map_index=-1)})
+    context: Any = {"ti": SimpleNamespace(dag_id="d", run_id="r1", task_id="bulk", map_index=-1)}
+    return op.execute(context)
 
 
 def test_a_semicolon_csv_is_sent(tmp_path: Path, sim: AutocallsSimulator) -> None:
