@@ -2,7 +2,9 @@
 Example 2: send a template, wait (deferred) for the customer's reply, then follow up in free text.
 
 A template opens the 24-hour window by itself, so the sensor waits for a message from the
-customer *after* the template went out: ``replied_after`` is the template task's ``sent_at``.
+customer *after* the template went out. ``reply_to`` is the template task's XCom: the send read the
+customer's last message time from the API just before sending (``reply_baseline``), and the sensor
+waits for a later one. Both times are the API's, so the worker's clock never matters.
 The texts use params, not ``ds``: an Airflow 3 run triggered without a logical date has no ``ds``.
 """
 
@@ -35,7 +37,7 @@ with DAG(
         task_id="wait_for_reply",
         sender_id=12,
         recipient_phone="{{ params.phone }}",
-        replied_after="{{ ti.xcom_pull(task_ids='send_reminder')['sent_at'] }}",
+        reply_to=remind.output,
         deferrable=True,
         poke_interval=30,
         timeout=24 * 3600,

@@ -1,6 +1,7 @@
 """
-The pieces of a bulk send that are not the send itself: reading recipients as a stream, checking
-each row, progress, and the per-recipient report. ``BulkSendTemplateOperator`` puts them together.
+The pieces of a bulk send that are not the send itself: the recipients (read and checked in
+:mod:`airflow_provider_autocalls.recipients`), progress, and the per-recipient report.
+``BulkSendTemplateOperator`` puts them together.
 
 Memory stays flat in the number of recipients: rows are read twice as streams (once to check
 them all before the first send, once to send), skipped rows go to a temporary file, and the only
@@ -9,21 +10,40 @@ per-recipient state kept in memory is one small integer per phone number.
 
 from __future__ import annotations
 
-import ast
-import contextlib
 import csv
-import io
 import json
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from airflow_provider_autocalls.exceptions import AutocallsValidationError
-from airflow_provider_autocalls.validation import check_phone, check_recipient_name, check_variables
+from airflow_provider_autocalls.recipients import (
+    ACCEPTED_COLUMNS,
+    CSV_DELIMITERS,
+    EmptySegmentError,
+    RecipientSource,
+    Row,
+    check_header,
+    check_row,
+    detect_delimiter,
+)
+
+__all__ = [
+    "ACCEPTED_COLUMNS",
+    "CSV_DELIMITERS",
+    "REPORT_FIELDS",
+    "EmptySegmentError",
+    "Progress",
+    "RecipientSource",
+    "Row",
+    "SkippedRows",
+    "check_header",
+    "check_row",
+    "detect_delimiter",
+    "phone_key",
+    "write_report",
+]
 
 REPORT_FIELDS = (
     "line",
@@ -37,140 +57,9 @@ REPORT_FIELDS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One checked recipient."""
-
-    line: int
-    phone: str
-    name: str | None
-    variables: dict[str, str] | None
-
-
 def phone_key(phone: str) -> int:
     """A checked E.164 number as a small int: a fifth of the memory of the string in a dict."""
     return int(phone[1:])
-
-
-class RecipientSource:
-    """
-    Recipients from a list of mappings or from a CSV / JSON Lines file (a path or an object-storage URI).
-
-    CSV columns: ``recipient_phone``, optional ``recipient_name``, and the template variables either
-    as a ``variables`` column holding a JSON object or as one ``variables.<key>`` column per variable.
-
-    :param recipients: a list of mappings (or its JSON / Python literal text, as a template renders it).
-    :param recipients_file: a ``.csv``, ``.jsonl`` or ``.ndjson`` file.
-    """
-
-    def __init__(self, recipients: Any = None, recipients_file: Any = None) -> None:
-        if (recipients is None) == (not recipients_file):
-            raise AutocallsValidationError(
-                "recipients", "give exactly one of recipients and recipients_file."
-            )
-        if recipients_file is not None and not isinstance(recipients_file, str):
-            recipients_file = str(recipients_file)  # an ObjectStoragePath or a pathlib.Path
-        self.recipients = _as_list(recipients) if recipients is not None else None
-        self.recipients_file = recipients_file
-
-    def __iter__(self) -> Iterator[tuple[int, Any]]:
-        """Each raw row with its line number (1-based; a CSV's header is line 1)."""
-        if self.recipients is not None:
-            yield from enumerate(self.recipients, start=1)
-            return
-        assert self.recipients_file is not None
-        name = self.recipients_file.lower()
-        with _open_text(self.recipients_file) as text:
-            if name.endswith(".csv"):
-                reader = csv.DictReader(text)
-                for row in reader:
-                    yield reader.line_num, row
-            elif name.endswith((".jsonl", ".ndjson", ".json")):
-                for number, line in enumerate(text, start=1):
-                    if line.strip():
-                        yield number, _json_line(line)
-            else:
-                raise AutocallsValidationError(
-                    "recipients_file", f"{self.recipients_file!r}: use a .csv or .jsonl (JSON Lines) file."
-                )
-
-
-def _as_list(value: Any) -> list[Any]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            try:
-                value = ast.literal_eval(value)
-            except (ValueError, SyntaxError) as exc:
-                raise AutocallsValidationError(
-                    "recipients", "is text that is not a list of mappings."
-                ) from exc
-    if not isinstance(value, list | tuple):
-        raise AutocallsValidationError(
-            "recipients", f"must be a list of mappings, got {type(value).__name__}."
-        )
-    return list(value)
-
-
-def _json_line(line: str) -> Any:
-    try:
-        return json.loads(line)
-    except ValueError:
-        return _Unreadable(line)
-
-
-class _Unreadable:
-    def __init__(self, line: str) -> None:
-        self.line = line
-
-
-@contextlib.contextmanager
-def _open_text(location: str) -> Iterator[IO[str]]:
-    if "://" in location and not location.startswith("file://"):
-        from airflow.providers.common.compat.sdk import ObjectStoragePath
-
-        with ObjectStoragePath(location).open("rb") as raw:
-            yield io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-        return
-    path = Path(location.removeprefix("file://")).expanduser()
-    if not path.is_file():
-        raise AutocallsValidationError("recipients_file", f"{location!r} does not exist or is not a file.")
-    with path.open(encoding="utf-8-sig", newline="") as text:
-        yield text
-
-
-def check_row(line: int, raw: Any, shared_variables: Mapping[str, str] | None) -> Row:
-    """Check one raw row; the row's own variables win over the shared ones."""
-    if isinstance(raw, _Unreadable):
-        raise AutocallsValidationError("row", "is not valid JSON.")
-    if not isinstance(raw, Mapping):
-        raise AutocallsValidationError(
-            "row", f"must be a mapping with recipient_phone, got {type(raw).__name__}."
-        )
-    phone = check_phone(raw.get("recipient_phone"))
-    name = check_recipient_name(raw.get("recipient_name") or None)
-    variables = _row_variables(raw)
-    merged = {**(shared_variables or {}), **(variables or {})}
-    return Row(line, phone, name, merged or None)
-
-
-def _row_variables(raw: Mapping[str, Any]) -> dict[str, str] | None:
-    variables = raw.get("variables")
-    if isinstance(variables, str):  # a CSV cell holding JSON
-        if not variables.strip():
-            variables = None
-        else:
-            try:
-                variables = json.loads(variables)
-            except ValueError as exc:
-                raise AutocallsValidationError("variables", "is not a JSON object.") from exc
-    columns = {
-        key[len("variables.") :]: value for key, value in raw.items() if str(key).startswith("variables.")
-    }
-    if columns:
-        variables = {**(variables or {}), **{k: v for k, v in columns.items() if v not in (None, "")}}
-    return check_variables(variables)
 
 
 class Progress:
@@ -225,8 +114,9 @@ class SkippedRows:
         self._file = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self.count = 0
 
-    def add(self, line: int, phone: Any, reason: str) -> None:
-        self._file.write(json.dumps({"line": line, "recipient_phone": phone, "reason": reason}) + "\n")
+    def add(self, line: int, phone: Any, reason: str, name: Any = None) -> None:
+        row = {"line": line, "recipient_phone": phone, "recipient_name": name, "reason": reason}
+        self._file.write(json.dumps(row, default=str) + "\n")
         self.count += 1
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -239,12 +129,20 @@ class SkippedRows:
 
 
 def write_report(
-    destination: Any, final_records: Iterator[Mapping[str, Any]], skipped: SkippedRows, fmt: str
+    destination: Any,
+    final_records: Iterator[Mapping[str, Any]],
+    skipped: SkippedRows,
+    fmt: str,
+    try_number: int | None = None,
 ) -> Counter[str]:
     """
     Write one row per recipient: every final ledger record, then every skipped row.
 
+    ``recipient_name`` and ``try_number`` come from each record (the try that recorded the
+    outcome); a record without a try number, and every skipped row, get ``try_number``.
+
     :param destination: a local ``Path`` or an ``ObjectStoragePath``.
+    :param try_number: the try writing the report.
     :return: the count of each status written.
     """
     counts: Counter[str] = Counter()
@@ -261,9 +159,16 @@ def write_report(
                 local.write(json.dumps({k: row.get(k) for k in REPORT_FIELDS}) + "\n")
 
         for record in final_records:
-            emit({**record, "recipient_phone": record["recipient"], "status": record["state"]})
+            emit(
+                {
+                    **record,
+                    "recipient_phone": record["recipient"],
+                    "status": record["state"],
+                    "try_number": record.get("try_number", try_number),
+                }
+            )
         for row in skipped:
-            emit({**row, "status": "skipped"})
+            emit({**row, "status": "skipped", "try_number": try_number})
         local.seek(0)
         with destination.open("w", encoding="utf-8", newline="") as out:
             for chunk in iter(lambda: local.read(1 << 16), ""):

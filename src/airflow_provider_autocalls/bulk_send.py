@@ -41,6 +41,7 @@ from airflow_provider_autocalls.exceptions import (
 )
 from airflow_provider_autocalls.hooks._claims import under_claim
 from airflow_provider_autocalls.ledger import ClaimTakenError, Ledger, State, phone_key
+from airflow_provider_autocalls.templates import TemplateSpec
 
 #: Errors about one row (its phone, its variables): that row fails, the others go on.
 ROW_ERRORS = (InvalidPhoneError, TemplateMismatchError)
@@ -63,6 +64,8 @@ class Settings:
     max_failures: float | None = None
     resend_failed: bool = False
     max_in_flight: int = 1
+    #: The template as the API lists it, to check every row's variables against (None: unchecked).
+    template: TemplateSpec | None = None
 
 
 @dataclass
@@ -128,6 +131,20 @@ class _Tally:
             )
 
 
+@dataclass
+class _BadRows:
+    """The rows refused by the checks: counted, the first 20 kept for the error."""
+
+    count: int = 0
+    shown: list[str] = field(default_factory=list)
+
+    def add(self, line: int, raw: Any, error: Exception, skipped: SkippedRows) -> None:
+        self.count += 1
+        skipped.add(line, raw.get("recipient_phone") if isinstance(raw, Mapping) else None, str(error))
+        if len(self.shown) < 20:
+            self.shown.append(f"line {line}: {error}")
+
+
 def default_in_flight(rate_limit: float) -> int:
     """Sends in flight enough for ``IN_FLIGHT_SECONDS`` of latency at ``rate_limit`` (8 unpaced)."""
     if rate_limit <= 0:
@@ -165,6 +182,8 @@ class BulkSend:
     :param settings: the checked parameters.
     :param log: where progress lines go.
     :param progress_interval: seconds between progress lines at most.
+    :param template_reader: reads the template to check every row against (one request), once
+        the rows passed their own checks; ``None`` sends unchecked.
     """
 
     def __init__(
@@ -175,6 +194,7 @@ class BulkSend:
         settings: Settings,
         log: Callable[..., None],
         progress_interval: float = 10.0,
+        template_reader: Callable[[], TemplateSpec] | None = None,
     ) -> None:
         self.hook = hook
         self.ledger = ledger
@@ -182,6 +202,7 @@ class BulkSend:
         self.settings = settings
         self.log = log
         self.progress_interval = progress_interval
+        self.template_reader = template_reader
         self.skipped = SkippedRows()
         self.this_try: Counter[str] = Counter()
 
@@ -216,19 +237,21 @@ class BulkSend:
     # -- before the first send ---------------------------------------------------------------------
 
     def check_all(self) -> tuple[dict[int, int], int, int]:
-        """Check every row before the first send; return the first line of each phone and the counts."""
+        """
+        Check every row before the first send; return the first line of each phone and the counts.
+
+        Rows are checked on their own first, so that bad input costs no request; then, when a
+        template reader is given, the template is read (one request) and every row's variables are
+        checked against it in a second pass.
+        """
         first_line: dict[int, int] = {}
-        bad: list[str] = []
-        invalid = duplicates = 0
+        bad = _BadRows()
+        duplicates = 0
         for line, raw in self.source:
             try:
                 row = check_row(line, raw, self.settings.shared_variables)
             except AutocallsValidationError as error:
-                invalid += 1
-                phone = raw.get("recipient_phone") if isinstance(raw, Mapping) else None
-                self.skipped.add(line, phone, str(error))
-                if len(bad) < 20:
-                    bad.append(f"line {line}: {error}")
+                bad.add(line, raw, error, self.skipped)
                 continue
             key = phone_int(row.phone)
             if key in first_line:
@@ -236,14 +259,32 @@ class BulkSend:
                 self.skipped.add(line, row.phone, f"duplicate of line {first_line[key]}")
             else:
                 first_line[key] = line
-        if invalid and self.settings.on_invalid_row == "fail":
-            more = f" (and {invalid - len(bad)} more)" if invalid > len(bad) else ""
+        self._refuse(bad)
+        if self.template_reader is not None:
+            self.settings.template = self.template_reader()
+            for row_line, raw in self.source:
+                try:
+                    row = check_row(row_line, raw, self.settings.shared_variables)
+                except AutocallsValidationError:
+                    continue  # refused by the first pass
+                if first_line.get(phone_int(row.phone)) != row_line:
+                    continue  # a duplicate: its first row speaks for it
+                try:
+                    self.settings.template.check(row.variables, "variables")
+                except AutocallsValidationError as error:
+                    bad.add(row_line, raw, error, self.skipped)
+                    del first_line[phone_int(row.phone)]
+            self._refuse(bad)
+        return first_line, bad.count, duplicates
+
+    def _refuse(self, bad: _BadRows) -> None:
+        if bad.count and self.settings.on_invalid_row == "fail":
+            more = f" (and {bad.count - len(bad.shown)} more)" if bad.count > len(bad.shown) else ""
             raise AirflowFailException(
-                f"{invalid} invalid recipient rows; nothing was sent. Fix them, or set on_invalid_row='skip':\n"
-                + "\n".join(bad)
+                f"{bad.count} invalid recipient rows; nothing was sent. Fix them, or set on_invalid_row='skip':\n"
+                + "\n".join(bad.shown)
                 + more
             )
-        return first_line, invalid, duplicates
 
     def _earlier(self, first_line: dict[int, int]) -> dict[int, tuple[int, State]]:
         """The newest generation and state of each recipient of this segment, read once."""
@@ -316,7 +357,7 @@ class BulkSend:
         """Each recipient's first valid row, in the order of the source."""
         for line, raw in self.source:
             try:
-                row = check_row(line, raw, self.settings.shared_variables)
+                row = check_row(line, raw, self.settings.shared_variables, self.settings.template)
             except AutocallsValidationError:
                 continue  # reported by the check pass
             if first_line.get(phone_int(row.phone)) == line:
@@ -371,10 +412,18 @@ class BulkSend:
     def _write_report(self, destination: Any, first_line: dict[int, int], report_format: str) -> Counter[str]:
         """Write the report whole, then put it in place: a try racing this one may write it too."""
         if not isinstance(destination, Path):
-            return write_report(destination, self._report_rows(first_line), self.skipped, report_format)
+            return write_report(
+                destination,
+                self._report_rows(first_line),
+                self.skipped,
+                report_format,
+                self.ledger.try_number,
+            )
         partial = destination.with_name(f".{destination.name}.{self.ledger.attempt}")
         try:
-            counts = write_report(partial, self._report_rows(first_line), self.skipped, report_format)
+            counts = write_report(
+                partial, self._report_rows(first_line), self.skipped, report_format, self.ledger.try_number
+            )
             os.replace(partial, destination)
         finally:
             partial.unlink(missing_ok=True)

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_autocalls.exceptions import SessionExpiredError
+from airflow_provider_autocalls.exceptions import AutocallsValidationError, SessionExpiredError
 from airflow_provider_autocalls.notifications.autocalls import AutocallsNotifier, send_autocalls_notification
-from airflow_provider_autocalls.testing import AutocallsSimulator
+from airflow_provider_autocalls.testing import AutocallsSimulator, Fault
 
 PHONE = "+14155550100"
 
@@ -51,7 +51,68 @@ def test_free_text_rendered_with_the_context_when_the_window_is_open(sim: Autoca
 def test_falls_back_to_the_template_when_the_window_is_closed(sim: AutocallsSimulator) -> None:
     AutocallsNotifier(sender_id=12, recipient_phone=PHONE, message="done", template_id=46)(context())
     assert [(m["kind"], m["template_id"]) for m in sim.delivered] == [("template", 46)]
-    assert [r["endpoint"] for r in sim.requests] == ["send_freeform", "send_template"]
+    # The templates once (the check), the status (the window decision), then only the template.
+    assert [r["endpoint"] for r in sim.requests] == ["templates", "session_status", "send_template"]
+
+
+@pytest.mark.parametrize("run", ["sync", "async"])
+def test_a_window_that_closes_between_the_check_and_the_send_gets_the_template(
+    sim: AutocallsSimulator, run: str
+) -> None:
+    sim.customer_message(12, PHONE)
+    expired = '{"success": false, "error": "closed", "error_code": "SESSION_EXPIRED", "session_status": {"is_open": false}}'
+    sim.inject(Fault(endpoint="send_freeform", status=403, body=expired))
+    notifier = AutocallsNotifier(sender_id=12, recipient_phone=PHONE, message="done", template_id=46)
+    if run == "sync":
+        notifier.notify(context())
+    else:
+        asyncio.run(notifier.async_notify({}))
+    assert [(m["kind"], m["template_id"]) for m in sim.delivered] == [("template", 46)]
+    assert [r["endpoint"] for r in sim.requests][-2:] == ["send_freeform", "send_template"]
+
+
+@pytest.mark.parametrize("run", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"template_id": 99},
+            r"template_id: sender 12 has no template 99; its templates: 45 'appointment_reminder'",
+        ),
+        (
+            {"template_id": 47, "variables": {"name": "Ada"}},
+            r"template_id: template 47 'promo_pending' \(pending\)",
+        ),
+        (
+            {"template_id": 45, "variables": {"name": "Ada", "date": "Mon", "tme": "10:00"}},
+            r"unknown variable 'tme'",
+        ),
+        ({"template_id": 45, "variables": {"1": "Ada", "2": "Mon", "4": "10:00"}}, r"unknown variable '4'"),
+        ({"template_id": 45, "variables": {"name": "Ada", "date": "Mon"}}, r"no value for variable 3=time"),
+    ],
+)
+def test_a_template_that_cannot_fit_fails_before_any_send(
+    sim: AutocallsSimulator, kwargs: dict[str, Any], match: str, run: str
+) -> None:
+    notifier = AutocallsNotifier(sender_id=12, recipient_phone=PHONE, message="done", **kwargs)
+    send = (
+        (lambda: notifier.notify(context()))
+        if run == "sync"
+        else lambda: asyncio.run(notifier.async_notify({}))
+    )
+    with pytest.raises(AutocallsValidationError, match=match) as error:
+        send()
+    assert [r["endpoint"] for r in sim.requests] == ["templates"]  # one read, no send
+    if kwargs["template_id"] == 45:
+        assert "variables 1=name, 2=date, 3=time" in str(error.value)
+
+
+def test_the_template_check_can_be_turned_off(sim: AutocallsSimulator) -> None:
+    notifier = AutocallsNotifier(
+        sender_id=12, recipient_phone=PHONE, template_id=46, variables=None, check_template=False
+    )
+    notifier.notify(context())
+    assert [r["endpoint"] for r in sim.requests] == ["send_template"]
 
 
 def test_a_template_only_notifier(sim: AutocallsSimulator) -> None:

@@ -48,6 +48,11 @@ def bulk(tmp_path: Path, **kwargs: Any) -> BulkSendTemplateOperator:
     return BulkSendTemplateOperator(**{**defaults, **kwargs})
 
 
+def sends(sim: AutocallsSimulator) -> list[dict[str, Any]]:
+    """The send requests the simulator saw (the template check before them is a read)."""
+    return [r for r in sim.requests if r["endpoint"].startswith("send")]
+
+
 def report_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     text = Path(summary["report"]).read_text()
     if summary["report"].endswith(".csv"):
@@ -189,7 +194,7 @@ def test_an_interruption_while_the_request_is_out_leaves_the_row_unknown(
     recipients = [{"recipient_phone": p} for p in phones(2)]
     mocker.patch("airflow_provider_autocalls.hooks.autocalls._read_capped", side_effect=KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
-        bulk(tmp_path, recipients=recipients).execute(context())
+        bulk(tmp_path, recipients=recipients, check_template=False).execute(context())
     mocker.stopall()
     summary = bulk(tmp_path, recipients=recipients).execute(context())
     assert [m["recipient_phone"] for m in sim.delivered] == phones(2)  # the first went out once
@@ -222,14 +227,37 @@ def test_passing_the_threshold_stops_and_fails_with_a_full_report(
     assert sorted(statuses) == ["failed"] * 3 + ["skipped"] * 7
 
 
-def test_a_template_that_cannot_be_sent_stops_at_the_first_row(
+def test_a_template_that_cannot_be_sent_is_refused_before_any_send(
     tmp_path: Path, sim: AutocallsSimulator
 ) -> None:
-    with pytest.raises(AirflowFailException, match="TemplateNotApprovedError"):
+    with pytest.raises(AirflowFailException, match="template 47 'promo_pending' .* is not approved"):
         bulk(tmp_path, template_id=47, recipients=[{"recipient_phone": p} for p in phones(5)]).execute(
             context()
         )
+    assert [r["endpoint"] for r in sim.requests] == ["templates"]
+
+
+def test_unchecked_a_template_that_cannot_be_sent_stops_at_the_first_row(
+    tmp_path: Path, sim: AutocallsSimulator
+) -> None:
+    with pytest.raises(AirflowFailException, match="TemplateNotApprovedError"):
+        bulk(
+            tmp_path,
+            template_id=47,
+            check_template=False,
+            recipients=[{"recipient_phone": p} for p in phones(5)],
+        ).execute(context())
     assert len(sim.requests) == 1
+
+
+def test_a_typo_in_the_shared_variables_costs_one_read_and_no_send(
+    tmp_path: Path, sim: AutocallsSimulator
+) -> None:
+    recipients = [{"recipient_phone": p, "variables": {"name": "Ada", "date": "May 1"}} for p in phones(20)]
+    with pytest.raises(AirflowFailException, match="20 invalid recipient rows; nothing was sent") as failure:
+        bulk(tmp_path, template_id=45, recipients=recipients, variables={"tme": "10:00"}).execute(context())
+    assert "tme" in str(failure.value)
+    assert [r["endpoint"] for r in sim.requests] == ["templates"]
 
 
 def test_sends_at_the_rate_limit_without_a_single_429(
@@ -318,7 +346,7 @@ def test_sends_in_doubt_in_a_row_stop_the_run(tmp_path: Path, sim: AutocallsSimu
     sim.inject(Fault(endpoint="send_template", status=502, count=3))
     with pytest.raises(AutocallsServerError, match="3 sends in a row"):
         bulk(tmp_path, recipients=[{"recipient_phone": p} for p in phones(10)]).execute(context())
-    assert len(sim.requests) == 3
+    assert len(sends(sim)) == 3
     summary = bulk(tmp_path, recipients=[{"recipient_phone": p} for p in phones(10)]).execute(context())
     assert (summary["unknown"], summary["sent"], summary["total"]) == (3, 7, 10)
 
@@ -356,7 +384,7 @@ def test_the_same_refusal_row_after_row_stops_the_run(tmp_path: Path, sim: Autoc
     sim.inject(Fault(endpoint="send_template", status=422, body=MISMATCH, count=1000))
     with pytest.raises(AirflowFailException, match="10 sends in a row were refused with TEMPLATE_MISMATCH"):
         bulk(tmp_path, recipients=[{"recipient_phone": p} for p in phones(30)]).execute(context())
-    assert len(sim.requests) == 10
+    assert len(sends(sim)) == 10
 
 
 def test_a_run_in_which_every_send_failed_is_a_failed_task(tmp_path: Path, sim: AutocallsSimulator) -> None:

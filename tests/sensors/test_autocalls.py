@@ -16,7 +16,7 @@ from airflow.providers.common.compat.sdk import (
     TaskDeferred,
 )
 
-from airflow_provider_autocalls.exceptions import AutocallsServerError
+from airflow_provider_autocalls.exceptions import AutocallsAPIError, AutocallsServerError
 from airflow_provider_autocalls.sensors.autocalls import SessionOpenSensor
 from airflow_provider_autocalls.testing import AutocallsSimulator, Fault
 from airflow_provider_autocalls.triggers.autocalls import SessionOpenTrigger
@@ -38,6 +38,7 @@ def test_template_fields() -> None:
     assert set(SessionOpenSensor.template_fields) == {
         "sender_id",
         "recipient_phone",
+        "reply_to",
         "replied_after",
         "autocalls_conn_id",
     }
@@ -135,7 +136,10 @@ def test_deferrable_defers_with_everything_the_triggerer_needs(make_conn: Callab
     assert isinstance(trigger, SessionOpenTrigger)
     assert deferred.value.method_name == "execute_complete"
     assert deferred.value.timeout == timedelta(seconds=90)
-    assert trigger.serialize() == (
+    classpath, kwargs = trigger.serialize()
+    end_by = datetime.fromisoformat(kwargs.pop("end_by"))
+    assert timedelta(seconds=80) < end_by - datetime.now(UTC) <= timedelta(seconds=90)
+    assert (classpath, kwargs) == (
         "airflow_provider_autocalls.triggers.autocalls.SessionOpenTrigger",
         {
             "sender_id": 12,
@@ -255,3 +259,197 @@ def test_deferrable_first_check_honours_soft_fail(sim: AutocallsSimulator) -> No
         sensor(deferrable=True, soft_fail=True, sender_id=999).execute({})
     with pytest.raises(AirflowFailException):
         sensor(deferrable=True, sender_id=999).execute({})
+
+
+# -- replies on the API's clock ---------------------------------------------------------------------------------
+
+
+def send_template_with_baseline(sim: AutocallsSimulator) -> dict[str, Any]:
+    """What a send operator's XCom holds: the baseline read just before the send, then the send's answer."""
+    from airflow_provider_autocalls.hooks.autocalls import AutocallsHook
+    from airflow_provider_autocalls.sessions import REPLY_BASELINE_KEY, take_reply_baseline
+
+    hook = AutocallsHook()
+    baseline = take_reply_baseline(hook, 12, PHONE)
+    answer = hook.send_template(12, 46, PHONE)
+    return {**answer, "sent_at": datetime.now(UTC).isoformat(), REPLY_BASELINE_KEY: baseline}
+
+
+@pytest.mark.parametrize("skew", [-300, 300], ids=["api_behind_by_5_min", "api_ahead_by_5_min"])
+def test_with_five_minutes_of_skew_an_earlier_message_never_counts_and_a_reply_is_seen(
+    sim: AutocallsSimulator, skew: int
+) -> None:
+    sim.skew(skew)
+    sim.customer_message(12, PHONE, "an earlier message")
+    sim.advance(2)  # the earlier message is in an earlier second than the send
+    sent = send_template_with_baseline(sim)
+    wait = sensor(reply_to=sent)
+    assert wait.poke({}).is_done is False  # the window is open, but nobody answered yet
+    sim.customer_message(12, PHONE, "the reply")
+    assert wait.poke({}).is_done is True
+    # What the worker's clock says is no help here: sent_at is minutes off the API's clock.
+    worker_says = sensor(replied_after=sent["sent_at"]).poke({}).is_done
+    assert worker_says is (skew > 0)  # ahead: the earlier message would count; behind: the reply is missed
+
+
+def test_a_reply_in_the_same_second_as_the_send_is_seen(sim: AutocallsSimulator) -> None:
+    for _ in range(5):
+        sim.reset()
+        sim.customer_message(12, PHONE, "an earlier message")
+        sim.advance(1)
+        while sim.now().microsecond > 200_000:  # start early in a second, so the reply stays in it
+            time.sleep(0.01)
+        sent = send_template_with_baseline(sim)
+        sim.customer_message(12, PHONE, "the reply")
+        [delivered] = sim.delivered
+        if sim.now().isoformat()[:19] == delivered["at"][:19]:
+            break
+    else:
+        pytest.fail("could not keep the send and the reply in one second")
+    assert sensor(reply_to=sent).poke({}).is_done is True
+
+
+def test_a_customer_who_never_wrote_before_the_send_replies(sim: AutocallsSimulator) -> None:
+    sent = send_template_with_baseline(sim)
+    assert sent["reply_baseline"] is None
+    assert sensor(reply_to=sent).poke({}).is_done is False
+    sim.customer_message(12, PHONE)
+    assert sensor(reply_to=sent).poke({}).is_done is True
+
+
+def test_reply_to_as_a_template_renders_it(sim: AutocallsSimulator) -> None:
+    sent = send_template_with_baseline(sim)
+    sim.customer_message(12, PHONE)
+    assert sensor(reply_to=str(sent)).poke({}).is_done is True  # a dict rendered by Jinja
+
+
+@pytest.mark.parametrize(
+    ("reply_to", "match"),
+    [
+        ("", "reply_to: rendered as ''"),
+        ("None", "reply_to: rendered as 'None'"),
+        ({"sent_at": "2026-05-01T12:00:00+00:00"}, "reply_to: has no 'reply_baseline'"),
+        ({"reply_baseline": "soon"}, r"reply_to\['reply_baseline'\]: 'soon' is not an ISO 8601"),
+    ],
+)
+def test_a_reply_to_without_a_baseline_fails_before_any_request(
+    sim: AutocallsSimulator, reply_to: Any, match: str
+) -> None:
+    with pytest.raises(AirflowFailException, match=match):
+        sensor(reply_to=reply_to).poke({})
+    assert sim.requests == []
+
+
+def test_reply_to_and_replied_after_are_exclusive() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        sensor(reply_to={}, replied_after="2026-05-01T12:00:00+00:00")
+
+
+@pytest.mark.parametrize("rendered", ["", "  "])
+def test_replied_after_that_renders_empty_is_an_error_not_no_reply_check(
+    sim: AutocallsSimulator, rendered: str
+) -> None:
+    sim.customer_message(12, PHONE)  # the window is open: "no reply check" would succeed
+    with pytest.raises(AirflowFailException, match="replied_after: rendered empty"):
+        sensor(replied_after=rendered).poke({})
+    assert sim.requests == []
+
+
+@pytest.mark.parametrize("as_text", [True, False])
+def test_a_naive_replied_after_is_read_in_the_default_timezone(
+    sim: AutocallsSimulator, monkeypatch: pytest.MonkeyPatch, as_text: bool
+) -> None:
+    monkeypatch.setenv("AIRFLOW__CORE__DEFAULT_TIMEZONE", "Asia/Kolkata")  # UTC+05:30, no DST
+    sim.customer_message(12, PHONE)
+    local = (sim.now() + timedelta(hours=5, minutes=30)).replace(tzinfo=None)
+    before, after = local - timedelta(minutes=1), local + timedelta(minutes=1)
+    assert sensor(replied_after=before.isoformat() if as_text else before).poke({}).is_done is True
+    # Read as UTC, "after" would be 5.5 hours earlier than the message, and count it as a reply.
+    assert sensor(replied_after=after.isoformat() if as_text else after).poke({}).is_done is False
+
+
+UNREADABLE = [
+    (
+        '{"success": true, "has_conversation": true, "last_customer_message_at": "yesterday", '
+        '"session_status": {"is_open": true}}',
+        "last_customer_message_at",
+    ),
+    (
+        '{"success": true, "has_conversation": true, "last_customer_message_at": 1767225600, '
+        '"session_status": {"is_open": true}}',
+        "last_customer_message_at",
+    ),
+    ('{"success": true, "has_conversation": false, "session_status": {"is_open": "false"}}', "is_open"),
+    ('{"success": true, "has_conversation": false, "session_status": {}}', "is_open"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), UNREADABLE)
+def test_an_unreadable_status_field_is_a_typed_api_error_when_poked(
+    sim: AutocallsSimulator, body: str, field: str
+) -> None:
+    sim.inject(Fault(endpoint="session_status", status=200, body=body))
+    with pytest.raises(AirflowFailException, match=field) as failure:
+        sensor(replied_after="2026-01-01T00:00:00+00:00").poke({})
+    assert type(failure.value.__cause__) is AutocallsAPIError
+
+
+@pytest.mark.parametrize("mode", ["poke", "reschedule", "deferrable"])
+def test_an_unreadable_status_fails_the_sensor_in_every_mode(
+    run_dag: Callable[..., Any], sim: AutocallsSimulator, mode: str
+) -> None:
+    body, _ = UNREADABLE[0]
+    args = "deferrable=True" if mode == "deferrable" else f"mode={mode!r}"
+    dag = DAG_HEADER + (
+        "with DAG(DAG_ID, schedule=None, start_date=START):\n"
+        '    SessionOpenSensor(task_id="wait", sender_id=12, recipient_phone="+14155550123",\n'
+        '                      replied_after="2026-01-01T00:00:00+00:00",\n'
+        f"                      poke_interval=0.3, timeout=30, {args})\n"
+    )
+
+    def unreadable_after_first_check() -> None:  # in deferrable mode, the trigger's checks get it
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not sim.requests:
+            time.sleep(0.02)
+        sim.inject(Fault(endpoint="session_status", status=200, body=body, count=100))
+
+    threading.Thread(target=unreadable_after_first_check, daemon=True).start()
+    started = time.monotonic()
+    result = run_dag(dag)
+    assert result.task_state("wait") == "failed"
+    assert time.monotonic() - started < 25  # ended by the error, not by the timeout
+
+
+@pytest.mark.parametrize(("soft_fail", "expected"), [(False, "failed"), (True, "skipped")])
+def test_a_deferred_wait_ends_at_the_timeout_under_dag_test(
+    run_dag: Callable[..., Any], sim: AutocallsSimulator, soft_fail: bool, expected: str
+) -> None:
+    dag = DAG_HEADER + (
+        "with DAG(DAG_ID, schedule=None, start_date=START):\n"
+        '    w = SessionOpenSensor(task_id="wait", sender_id=12, recipient_phone="+14155550123",\n'
+        f"                          poke_interval=0.3, timeout=1.5, soft_fail={soft_fail}, deferrable=True)\n"
+        '    w >> SendFreeformOperator(task_id="follow_up", sender_id=12, recipient_phone="+14155550123", message="x")\n'
+    )
+    # A wait that does not end by itself would poll forever under dag.test(): after 20 s, a refused
+    # key ends it (as a failure this test tells apart by the time it took).
+    stopper = threading.Timer(
+        20, lambda: sim.inject(Fault(endpoint="session_status", status=401, count=10**6))
+    )
+    stopper.start()
+    try:
+        started = time.monotonic()
+        result = run_dag(dag)
+    finally:
+        stopper.cancel()
+    assert result.task_state("wait") == expected
+    assert result.task_state("follow_up") in {"upstream_failed", "skipped"}
+    assert sim.delivered == []
+    assert time.monotonic() - started < 15
+
+
+def test_a_timeout_event_is_the_usual_sensor_timeout() -> None:
+    event = {"status": "timeout", "message": "Still not ready."}
+    with pytest.raises(AirflowSensorTimeout):
+        sensor(deferrable=True).execute_complete({}, event)
+    with pytest.raises(AirflowSkipException):
+        sensor(deferrable=True, soft_fail=True).execute_complete({}, event)

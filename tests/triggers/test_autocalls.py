@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
 from airflow.triggers.base import TriggerEvent
 
-from airflow_provider_autocalls.exceptions import AuthenticationError, NotFoundError
+from airflow_provider_autocalls.exceptions import AuthenticationError, AutocallsAPIError, NotFoundError
 from airflow_provider_autocalls.testing import AutocallsSimulator, Fault
 from airflow_provider_autocalls.triggers.autocalls import SessionOpenTrigger, error_from_event
 
@@ -30,7 +32,10 @@ async def first_event(t: SessionOpenTrigger, timeout: float = 10) -> TriggerEven
 
 def test_serialize_round_trip_rebuilds_the_same_hook(make_conn: Callable[..., str]) -> None:
     original = trigger(
-        replied_after="2026-05-01T12:00:00+00:00", autocalls_conn_id="c", hook_kwargs={"timeout": 5}
+        replied_after="2026-05-01T12:00:00+00:00",
+        autocalls_conn_id="c",
+        hook_kwargs={"timeout": 5},
+        end_by="2026-05-01T18:00:00+00:00",
     )
     classpath, kwargs = original.serialize()
     assert classpath == "airflow_provider_autocalls.triggers.autocalls.SessionOpenTrigger"
@@ -146,3 +151,53 @@ def test_internal_error_classes_travel_as_their_retryable_public_parent() -> Non
     limited = error_from_event(error_event(RateLimited("429", retry_after=1, status_code=429)))
     assert type(limited) is RateLimitError
     assert limited.retryable
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"success": true, "has_conversation": true, "last_customer_message_at": "not a time", '
+        '"session_status": {"is_open": true}}',
+        '{"success": true, "has_conversation": false, "session_status": {"is_open": null}}',
+    ],
+)
+def test_an_unreadable_status_ends_the_wait_with_a_typed_error_event(
+    make_conn: Callable[..., str], sim: AutocallsSimulator, body: str
+) -> None:
+    make_conn()
+    sim.inject(Fault(endpoint="session_status", status=200, body=body))
+    event = asyncio.run(first_event(trigger(replied_after="2026-01-01T00:00:00+00:00")))
+    assert event.payload["status"] == "error"
+    assert event.payload["error_type"] == "AutocallsAPIError"
+    assert type(error_from_event(event.payload)) is AutocallsAPIError
+    assert len(sim.requests) == 1
+
+
+def test_a_replied_after_that_cannot_be_read_ends_the_wait_with_an_error_event(
+    make_conn: Callable[..., str], sim: AutocallsSimulator
+) -> None:
+    make_conn()
+    event = asyncio.run(first_event(trigger(replied_after="")))
+    assert (event.payload["status"], event.payload["error_type"]) == ("error", "AutocallsValidationError")
+    assert sim.requests == []
+
+
+def test_the_wait_ends_by_itself_at_end_by(make_conn: Callable[..., str], sim: AutocallsSimulator) -> None:
+    make_conn()
+    end_by = (datetime.now(UTC) + timedelta(seconds=0.5)).isoformat()
+    started = time.monotonic()
+    event = asyncio.run(first_event(trigger(poke_interval=30, end_by=end_by)))
+    assert event.payload["status"] == "timeout"
+    assert time.monotonic() - started < 5  # the last sleep is cut to the end, not a whole poke_interval
+    assert len(sim.requests) == 2  # a check, then one more at the end
+
+
+def test_a_trigger_restored_after_its_end_checks_once_then_ends(
+    make_conn: Callable[..., str], sim: AutocallsSimulator
+) -> None:
+    make_conn()
+    sim.customer_message(12, PHONE)
+    past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    assert asyncio.run(first_event(trigger(end_by=past))).payload["status"] == "success"
+    sim.reset()
+    assert asyncio.run(first_event(trigger(end_by=past))).payload["status"] == "timeout"

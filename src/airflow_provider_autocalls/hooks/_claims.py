@@ -83,10 +83,10 @@ class Guard:
         """
         claim = self.claim
         if claim is not None and claim.taken:
+            # Settled "released": the next attempt's take() claims the next generation.
             claim.settle(
                 State.RELEASED, reason=f"refused before the API acted on it ({type(error).__name__})"
             )
-            self.claim = claim.successor()
 
     def succeeded(self, answer: dict[str, Any]) -> None:
         if self.claim is not None:
@@ -95,7 +95,7 @@ class Guard:
     def failed(self, error: BaseException, in_doubt: bool) -> BaseException:
         """Record a failed send; return the error to raise."""
         claim = self.claim
-        if claim is not None and claim.taken:
+        if claim is not None and claim.taken and claim.settled is None:
             if in_doubt:
                 claim.settle(State.UNKNOWN, reason=str(error))
             elif isinstance(error, AutocallsError):

@@ -152,9 +152,18 @@ class Claim:
     settled: State | None = None
 
     def take(self) -> None:
-        """Create the claim; right before the request leaves. Raises :class:`ClaimTakenError`."""
-        if self.taken:
+        """
+        Create the claim; right before the request leaves. Raises :class:`ClaimTakenError`.
+
+        A claim released (nothing reached the API: a 429, a closed window) moves on to the next
+        generation; one that went out (or may have) can never be taken again.
+        """
+        if self.taken and self.settled is None:
             return
+        if self.settled is State.RELEASED:
+            self.gen, self.taken, self.settled = self.gen + 1, False, None
+        elif self.settled is not None:
+            raise RuntimeError(f"the claim on {self.recipient} is {self.settled.value}: it cannot send again")
         record = {**self.ledger.stamp(self.key, self.gen, self.recipient), "details": self.details}
         if not self.ledger.store.create(_name(self.key, self.gen, "claim"), record):
             holder = self.ledger.store.read(_name(self.key, self.gen, "claim")) or {}
@@ -165,10 +174,6 @@ class Claim:
                 holder=holder,
             )
         self.taken = True
-
-    def successor(self) -> Claim:
-        """The same message's next generation, not taken yet."""
-        return Claim(self.ledger, self.key, self.gen + 1, self.recipient, dict(self.details), self.failed_on)
 
     def settle(self, state: State, **details: Any) -> None:
         """Record the outcome of the taken claim (``details``: the answer, reasons, ...)."""

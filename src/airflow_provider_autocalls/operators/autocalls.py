@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -32,6 +33,7 @@ from airflow_provider_autocalls.ledger import (
     open_location,
     phone_key,
 )
+from airflow_provider_autocalls.templates import read_template
 from airflow_provider_autocalls.validation import check_id, check_phone, check_variables
 
 if TYPE_CHECKING:
@@ -334,6 +336,14 @@ class BulkSendTemplateOperator(BaseOperator):
         send only after WhatsApp's provider took it (hundreds of milliseconds), so one at a time
         would let latency, not the rate limit, set the pace. Default: enough for 3 s of latency at
         the connection's rate limit (``ceil(3 * rate_limit)``, 8 when unpaced, at most 100).
+    :param check_template: read the sender's templates once before anything is sent (one request)
+        and refuse a template that is missing or not approved, and rows whose variables do not fit
+        it (in the check pass, with every other row check). ``False`` skips it, for accounts whose
+        template listing is not to be trusted.
+    :param csv_delimiter: the delimiter of a CSV ``recipients_file``; default: detected from the
+        header line (comma, semicolon or tab).
+    :param allow_empty: succeed with nothing sent when the segment has no recipient; by default an
+        empty list, an empty file or a header-only CSV fails the task.
     :param resend_failed: send again to recipients whose earlier outcome was a definite refusal
         (``failed``); never to ``unknown`` ones, which a person releases after checking
         (:func:`~airflow_provider_autocalls.ledger.release_unknown`).
@@ -372,6 +382,9 @@ class BulkSendTemplateOperator(BaseOperator):
         on_invalid_row: Literal["fail", "skip"] = "fail",
         max_failures: float | None = None,
         max_in_flight: int | None = None,
+        check_template: bool = True,
+        csv_delimiter: str | None = None,
+        allow_empty: bool = False,
         resend_failed: bool = False,
         report_format: Literal["jsonl", "csv"] = "jsonl",
         ledger_location: str | None = None,
@@ -403,6 +416,9 @@ class BulkSendTemplateOperator(BaseOperator):
         ):
             raise ValueError(f"max_in_flight must be a whole number >= 1, got {max_in_flight!r}.")
         self.max_in_flight = max_in_flight
+        self.check_template = check_template
+        self.csv_delimiter = csv_delimiter
+        self.allow_empty = allow_empty
         self.resend_failed = resend_failed
         self.report_format = report_format
         self.ledger_location = ledger_location
@@ -423,7 +439,9 @@ class BulkSendTemplateOperator(BaseOperator):
                 max_failures=self.max_failures,
                 resend_failed=self.resend_failed,
             )
-            source = RecipientSource(self.recipients, self.recipients_file)
+            source = RecipientSource(
+                self.recipients, self.recipients_file, self.csv_delimiter, allow_empty=self.allow_empty
+            )
             location = self.ledger_location or default_location()
             ledger = ledger_for(context, location)
             _connect(self.hook)
@@ -433,7 +451,12 @@ class BulkSendTemplateOperator(BaseOperator):
                 "BulkSendTemplateOperator needs a task instance in its context for its ledger."
             )
         report = open_location(location, f"{instance_path(context['ti'])}/report.{self.report_format}")
-        engine = BulkSend(self.hook, ledger, source, settings, self.log.info, self.progress_interval)
+        reader = (
+            functools.partial(read_template, self.hook, settings.sender_id, settings.template_id)
+            if self.check_template
+            else None
+        )
+        engine = BulkSend(self.hook, ledger, source, settings, self.log.info, self.progress_interval, reader)
         try:
             with fail_fast_unless_retryable():  # a missing or unreadable file stays so on every retry
                 outcome = engine.run(report, self.report_format)

@@ -395,6 +395,13 @@ class AutocallsSimulator:
         """Move the clock forward by ``seconds``; returns the new time."""
         return self._state.advance(seconds)
 
+    def skew(self, seconds: float) -> datetime:
+        """
+        Run the API's clock ``seconds`` ahead of this machine's (negative: behind), as a worker
+        with a clock off the API's sees it; replaces what :meth:`advance` added. Returns the new time.
+        """
+        return self._state.skew(seconds)
+
     def inject(self, fault: Fault) -> None:
         """Queue a fault; faults apply FIFO to the first matching requests."""
         self._state.inject(fault)

@@ -141,6 +141,12 @@ class SimulatorState:
             self.offset += seconds
         return self.now()
 
+    def skew(self, seconds: float) -> datetime:
+        """Set the clock to real time plus ``seconds`` (negative: behind); returns the new time."""
+        with self.lock:
+            self.offset = float(seconds)
+        return self.now()
+
     # -- scripting -------------------------------------------------------------------------------
 
     def add_sender(self, sender: Sender) -> None:

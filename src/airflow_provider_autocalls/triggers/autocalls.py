@@ -1,9 +1,10 @@
-"""Trigger that waits, in the triggerer, for a customer's WhatsApp window to open."""
+"""Trigger that waits, in the triggerer, for a customer's WhatsApp window to open (or their reply)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -11,7 +12,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_autocalls import exceptions
 from airflow_provider_autocalls.exceptions import AutocallsAPIError, AutocallsError, AutocallsValidationError
 from airflow_provider_autocalls.hooks.autocalls import AutocallsHook
-from airflow_provider_autocalls.sessions import is_ready, parse_moment
+from airflow_provider_autocalls.sessions import is_ready
 
 
 class SessionOpenTrigger(BaseTrigger):
@@ -21,16 +22,21 @@ class SessionOpenTrigger(BaseTrigger):
     It only ever reads: a triggerer restart replays triggers, so a trigger must never send. Every
     trigger of a triggerer shares the process's pacer for the key, so a thousand waiting sensors
     slow down together instead of pushing the API past its rate limit; they also share one
-    connection pool per event loop. Errors the hook's own retries could not overcome end the wait
-    with an event ``{"status": "error", ...}`` that the task turns into the matching failure.
+    connection pool per event loop. Errors the hook's own retries could not overcome, and answers
+    it cannot read, end the wait with an event ``{"status": "error", ...}`` that the task turns
+    into the matching failure; nothing escapes :meth:`run`.
 
     :param sender_id: the sender's id.
     :param recipient_phone: the recipient in E.164 form.
-    :param replied_after: ISO 8601 moment the customer's last message must be later than, or ``None``.
+    :param replied_after: ISO 8601 moment on the API's clock that the customer's last message must
+        be later than, or ``None`` to wait for the open window only.
     :param autocalls_conn_id: the Autocalls connection.
     :param poke_interval: seconds between two checks.
     :param hook_kwargs: the hook's overrides (``timeout``, ``rate_limit``, ``max_retries``), so the
         triggerer rebuilds the very same hook.
+    :param end_by: ISO 8601 moment after which the wait ends with ``{"status": "timeout"}``, or
+        ``None``. The sensor sets it from its ``timeout``, so the wait ends on time even where the
+        deferral's own timeout is not enforced (``dag.test()`` runs triggers inline without it).
     """
 
     def __init__(
@@ -42,6 +48,7 @@ class SessionOpenTrigger(BaseTrigger):
         autocalls_conn_id: str = AutocallsHook.default_conn_name,
         poke_interval: float = 60.0,
         hook_kwargs: dict[str, Any] | None = None,
+        end_by: str | None = None,
     ) -> None:
         super().__init__()
         self.sender_id = sender_id
@@ -50,6 +57,7 @@ class SessionOpenTrigger(BaseTrigger):
         self.autocalls_conn_id = autocalls_conn_id
         self.poke_interval = poke_interval
         self.hook_kwargs = hook_kwargs or {}
+        self.end_by = end_by
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -61,6 +69,7 @@ class SessionOpenTrigger(BaseTrigger):
                 "autocalls_conn_id": self.autocalls_conn_id,
                 "poke_interval": self.poke_interval,
                 "hook_kwargs": self.hook_kwargs,
+                "end_by": self.end_by,
             },
         )
 
@@ -68,21 +77,47 @@ class SessionOpenTrigger(BaseTrigger):
         return AutocallsHook(self.autocalls_conn_id, **self.hook_kwargs)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            replied_after = _moment(self.replied_after, "replied_after")
+            end_by = _moment(self.end_by, "end_by")
+        except AutocallsError as error:
+            yield TriggerEvent(error_event(error))
+            return
         hook = self._hook()
-        replied_after = parse_moment(self.replied_after)
         while True:
             try:
                 status = await hook.async_get_session_status(self.sender_id, self.recipient_phone)
+                ready = is_ready(status, replied_after)
             except AutocallsError as error:
                 yield TriggerEvent(error_event(error))
                 return
-            if is_ready(status, replied_after):
+            if ready:
                 yield TriggerEvent({"status": "success", "session_status": status})
+                return
+            left = None if end_by is None else (end_by - datetime.now(UTC)).total_seconds()
+            if left is not None and left <= 0:
+                yield TriggerEvent(
+                    {
+                        "status": "timeout",
+                        "message": f"Still not ready at {self.end_by}, the end of the wait.",
+                    }
+                )
                 return
             self.log.debug(
                 "Window with %s not ready; next check in %ss.", self.recipient_phone, self.poke_interval
             )
-            await asyncio.sleep(self.poke_interval)
+            await asyncio.sleep(self.poke_interval if left is None else min(self.poke_interval, left))
+
+
+def _moment(value: str | None, field: str) -> datetime | None:
+    """A moment the sensor wrote with ``isoformat()`` (aware, UTC)."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except (TypeError, ValueError) as exc:
+        raise AutocallsValidationError(field, f"{value!r} is not an ISO 8601 date-time.") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def error_event(error: AutocallsError) -> dict[str, Any]:
