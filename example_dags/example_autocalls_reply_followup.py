@@ -32,6 +32,7 @@ with DAG(
         recipient_phone="{{ params.phone }}",
         recipient_name="{{ params.name }}",
         variables={"name": "{{ params.name }}", "date": "{{ params.date }}", "time": "10:00"},
+        track_reply=True,  # its XCom then carries reply_baseline, which wait_for_reply compares with
     )
     wait_for_reply = SessionOpenSensor(
         task_id="wait_for_reply",

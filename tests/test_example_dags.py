@@ -45,11 +45,6 @@ def test_example_1_sends_free_text_when_the_window_is_open(
     assert message["text"] == "example_autocalls_etl_notify: load_orders loaded 1042 rows."
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the send operators to put reply_baseline in their XCom (sessions.take_reply_baseline, "
-    "wired into _AutocallsSendOperator._send_and_describe with the operator rework)",
-)
 def test_example_2_follows_up_only_after_the_reply(
     run_dag: Callable[..., Any], sim: AutocallsSimulator
 ) -> None:

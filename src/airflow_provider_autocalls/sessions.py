@@ -175,8 +175,9 @@ def reply_since(send_xcom: Any, field: str = "reply_to") -> datetime:
     if REPLY_BASELINE_KEY not in value:
         raise AutocallsValidationError(
             field,
-            f"has no {REPLY_BASELINE_KEY!r}. Pass the XCom of SendTemplateOperator, SendFreeformOperator "
-            "or SendMessageOperator (they read the session status before sending), or use replied_after.",
+            f"has no {REPLY_BASELINE_KEY!r}. Pass the XCom of SendTemplateOperator or SendFreeformOperator "
+            "with track_reply=True, or of SendMessageOperator (they read the session status before "
+            "sending), or use replied_after.",
         )
     baseline = value[REPLY_BASELINE_KEY]
     if baseline is None:

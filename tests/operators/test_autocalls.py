@@ -123,17 +123,25 @@ def test_closed_window_can_skip_instead(sim: AutocallsSimulator) -> None:
     [
         (template_op(sender_id="abc"), None, "sender_id"),
         (template_op(recipient_phone="+1 415 555 0123"), None, "E.164"),
-        (template_op(template_id=47), None, "TemplateNotApprovedError"),
-        (template_op(template_id=999), None, "NotFoundError"),
-        (template_op(variables={"1": "x"}), None, "TemplateNotApprovedError|TemplateMismatchError"),
+        # Refused by the template check, before any send ...
+        (template_op(template_id=47), None, "47 'promo_pending' .* is not approved"),
+        (template_op(template_id=999), None, "sender 12 has no template 999"),
+        (template_op(variables={"1": "x"}), None, "variables"),
+        # ... and by the API, unchecked.
+        (template_op(template_id=47, check_template=False), None, "TemplateNotApprovedError"),
+        (template_op(template_id=999, check_template=False), None, "NotFoundError"),
         (template_op(), Fault(status=401, body='{"message": "Unauthenticated."}'), "AuthenticationError"),
         (
             template_op(),
-            Fault(status=422, body='{"success": false, "error": "bad", "error_code": "INVALID_PHONE"}'),
+            Fault(
+                endpoint="send_template",
+                status=422,
+                body='{"success": false, "error": "bad", "error_code": "INVALID_PHONE"}',
+            ),
             "InvalidPhoneError",
         ),
-        (template_op(), Fault(process=True, drop=True), "may have been delivered"),
-        (template_op(), Fault(status=502), "SendOutcomeUnknownError"),
+        (template_op(), Fault(endpoint="send_template", process=True, drop=True), "may have been delivered"),
+        (template_op(), Fault(endpoint="send_template", status=502), "SendOutcomeUnknownError"),
     ],
     ids=[
         "validation",
@@ -141,6 +149,8 @@ def test_closed_window_can_skip_instead(sim: AutocallsSimulator) -> None:
         "not-approved",
         "not-found",
         "mismatch",
+        "not-approved-unchecked",
+        "not-found-unchecked",
         "auth",
         "invalid-phone",
         "dropped",
@@ -243,7 +253,8 @@ def test_a_send_in_doubt_fails_without_airflow_retries(
     sim.inject(Fault(endpoint="send_template", process=True, drop=True))
     dag = DAG_HEADER + (
         'with DAG(DAG_ID, schedule=None, start_date=START, default_args={"retries": 3, "retry_delay": 0}):\n'
-        '    SendTemplateOperator(task_id="send", sender_id=12, template_id=46, recipient_phone="+14155550123")\n'
+        '    SendTemplateOperator(task_id="send", sender_id=12, template_id=46, recipient_phone="+14155550123",\n'
+        "        check_template=False)\n"
     )
     result = run_dag(dag)
     assert result.state == "failed"

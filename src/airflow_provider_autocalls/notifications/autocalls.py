@@ -12,6 +12,7 @@ from airflow.providers.common.compat.notifier import BaseNotifier
 from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS
 
 from airflow_provider_autocalls.exceptions import AutocallsError, SessionExpiredError
+from airflow_provider_autocalls.hooks._claims import unguarded
 from airflow_provider_autocalls.hooks.autocalls import AutocallsHook
 from airflow_provider_autocalls.sessions import choose_by_window
 from airflow_provider_autocalls.templates import template_spec
@@ -151,6 +152,12 @@ class AutocallsNotifier(BaseNotifier):
 
     def notify(self, context: Context) -> None:
         """Send the message (Airflow calls this for task and DAG callbacks)."""
+        # A notification belongs to the try that calls it: no task-instance ledger (each failing try
+        # notifies), and the hook still never repeats a send in doubt.
+        with unguarded():
+            self._run()
+
+    def _run(self) -> None:
         steps = self._steps()
         answer: Any = None
         error: AutocallsError | None = None
