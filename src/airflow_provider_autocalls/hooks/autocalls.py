@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 from tenacity import AsyncRetrying, Retrying
 
-from airflow_provider_autocalls import __version__
+from airflow_provider_autocalls import __version__, metrics
 from airflow_provider_autocalls.exceptions import (
     AutocallsAPIError,
     AutocallsError,
@@ -30,6 +30,7 @@ from airflow_provider_autocalls.hooks._answers import (
 from airflow_provider_autocalls.hooks._clients import new_client, shared_async_client
 from airflow_provider_autocalls.hooks._pacing import Pacer, pacer_for
 from airflow_provider_autocalls.hooks._retry import MAX_RETRY_AFTER, retry_policy
+from airflow_provider_autocalls.hooks._shared_limit import configured_backend
 from airflow_provider_autocalls.validation import (
     SENDER_STATUSES,
     TEMPLATE_STATUSES,
@@ -59,6 +60,7 @@ class ClientSettings:
     timeout: float = DEFAULT_TIMEOUT
     rate_limit: float = DEFAULT_RATE_LIMIT
     max_retries: int = DEFAULT_MAX_RETRIES
+    rate_limit_backend: str | None = None  # the extra; hooks/_shared_limit.py reads it
 
     @property
     def headers(self) -> dict[str, str]:
@@ -93,7 +95,13 @@ def build_settings(
         timeout=_positive_number(values.get("timeout", DEFAULT_TIMEOUT), "timeout"),
         rate_limit=_positive_number(values.get("rate_limit", DEFAULT_RATE_LIMIT), "rate_limit"),
         max_retries=_count(values.get("max_retries", DEFAULT_MAX_RETRIES), "max_retries"),
+        rate_limit_backend=values.get("rate_limit_backend"),
     )
+
+
+def _pacer(settings: ClientSettings) -> Pacer:
+    # One limit per account: keyed by the API key alone (see hooks/_pacing.py).
+    return pacer_for(settings.api_key, settings.rate_limit, configured_backend(settings.rate_limit_backend))
 
 
 def _check_base_url(url: str, allow_insecure_http: bool) -> str:
@@ -306,14 +314,12 @@ class AutocallsHook(BaseHook):
 
     @cached_property
     def pacer(self) -> Pacer:
-        """The process-wide pacer of this connection's key and base URL."""
-        return pacer_for(self.settings.base_url, self.settings.api_key, self.settings.rate_limit)
+        """The pacer of this connection's API key (process-wide, or shared through rate_limit_backend)."""
+        return _pacer(self.settings)
 
     async def _async_client(self) -> tuple[httpx.AsyncClient, Pacer]:
         settings = await self.async_settings()
-        return shared_async_client(settings), pacer_for(
-            settings.base_url, settings.api_key, settings.rate_limit
-        )
+        return shared_async_client(settings), _pacer(settings)
 
     def close(self) -> None:
         """Close the synchronous client, if one was built (async clients are shared per event loop)."""
@@ -332,7 +338,7 @@ class AutocallsHook(BaseHook):
 
         client = self.client  # built before the permit is taken: building it takes milliseconds
         try:
-            with self.pacer.permit():
+            with self.pacer.permit(request.kind.value):
                 self.request_may_have_reached_api = True
                 with client.stream(
                     request.method, request.path, params=request.params, json=request.body
@@ -358,7 +364,7 @@ class AutocallsHook(BaseHook):
         client, pacer = await self._async_client()
         try:
             async with (
-                pacer.async_permit(),
+                pacer.async_permit(request.kind.value),
                 client.stream(request.method, request.path, params=request.params, json=request.body) as r,
             ):
                 content = await _aread_capped(r.aiter_bytes(), r.headers)
@@ -373,6 +379,7 @@ class AutocallsHook(BaseHook):
         try:
             return decode_answer(request, status, headers, content)
         except RateLimited as exc:
+            metrics.rate_limited(request.kind.value)
             # Past the cap the call fails at once; later calls should not block for an hour either.
             pacer.hold_off(min(exc.retry_after, MAX_RETRY_AFTER))
             raise
