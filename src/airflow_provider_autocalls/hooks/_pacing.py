@@ -97,7 +97,7 @@ class Pacer:
             self._capacity = max(1, math.floor(rate))
             self._window = (max(1.0, 1.0 / rate) if rate > 0 else 0.0) + self._margin
             if self.shared is not None:
-                self.shared.capacity = self._capacity
+                self.shared.capacity, self.shared.window = self._capacity, self._window
 
     @property
     def in_flight(self) -> int:
@@ -245,7 +245,7 @@ def pacer_for(api_key: str, rate: float, backend: str | None = None) -> Pacer:
     with _pacers_lock:
         pacer = _pacers.get(digest)
         if pacer is None:
-            shared = SharedWindow(backend, api_key, max(1, math.floor(rate))) if backend else None
+            shared = SharedWindow(backend, api_key, 1, 1.0) if backend else None  # sized by the rate
             pacer = _pacers[digest] = Pacer(rate, shared=shared)
         else:
             current = pacer.shared.uri if pacer.shared is not None else None

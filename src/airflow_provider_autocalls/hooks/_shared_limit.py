@@ -5,12 +5,14 @@ Selected by ``[autocalls] rate_limit_backend`` (e.g. ``redis://127.0.0.1:6379/0`
 connection, by its extra ``rate_limit_backend``; the connection's extra wins, so one connection can
 use another Redis, or ``local`` to keep to the in-process limiter where the deployment shares one.
 
-The window is the ``limits`` library's moving window: an atomic Lua script over a Redis list that
-grants a request only if fewer than ``capacity`` requests were granted in the last second (by the
-granting process's clock), and records it. It runs after the process's own pacer (even spacing and
-its window with a margin for jitter), so the shared window only has to settle contention between
-processes. ``limits`` is an optional dependency (the ``redis`` extra) and is imported only here,
-only when a backend is configured.
+The window is ``pyrate-limiter``'s Redis bucket with its sliding-window log: an atomic Lua script
+over a sorted set of timestamps (milliseconds, by the granting host's clock) that grants a request
+only if fewer than ``capacity`` were granted in the last ``1 + margin`` seconds, and records it;
+the same window as the pacer's own (see :mod:`._pacing`), now across processes. It runs after the
+process's own pacer (even spacing), so it only settles contention between processes. Hosts'
+clocks must agree to well within the margin (NTP keeps them within milliseconds). ``pyrate-limiter``
+and ``redis`` are optional dependencies (the ``redis`` extra), imported only here, only when a
+backend is configured.
 
 If Redis cannot be reached, the request fails at once with :class:`AutocallsConnectionError`
 (retryable; nothing was sent): a silent fall-back to a per-process limit would let many workers
@@ -22,13 +24,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from airflow_provider_autocalls.exceptions import AutocallsConnectionError, AutocallsValidationError
-
-if TYPE_CHECKING:
-    from limits import RateLimitItem
 
 #: The value (of the setting or the extra) that means "this process's own limiter only".
 LOCAL: Final = "local"
@@ -36,6 +34,10 @@ LOCAL: Final = "local"
 _REDIS_TIMEOUT: Final = 2.0
 # How soon a refused request asks again when the window's reset time is not known.
 _MIN_RETRY: Final = 0.005
+# Every so many granted requests, entries that left the window are removed; a key idle this long
+# (far longer than any window) expires.
+_LEAK_EVERY: Final = 20
+_KEEP_MS: Final = 60_000
 
 
 def configured_backend(extra: str | None) -> str | None:
@@ -52,10 +54,10 @@ def configured_backend(extra: str | None) -> str | None:
     value = str(value or "").strip()
     if not value or value.lower() == LOCAL:
         return None
-    if not value.lower().startswith(("redis://", "rediss://", "unix://")):
+    if not value.lower().startswith(("redis://", "rediss://", "redis+unix://")):
         raise AutocallsValidationError(
             "rate_limit_backend",
-            f"{_without_password(value)!r} is not a Redis URI. Use redis://host:port/db, rediss://... "
+            f"{_without_password(value)!r} is not a Redis URI. Use redis://host:port/db, rediss://..., redis+unix://... "
             f"or {LOCAL!r} for the in-process limiter.",
         )
     return value
@@ -74,108 +76,132 @@ class SharedWindow:
 
     :param uri: the Redis URI.
     :param api_key: the key; only its digest names the Redis entry.
-    :param capacity: requests allowed in any one second, across every process.
+    :param capacity: requests allowed in any ``window`` seconds, across every process.
+    :param window: the window's length in seconds (one second plus the pacer's margin).
     """
 
-    def __init__(self, uri: str, api_key: str, capacity: int) -> None:
+    def __init__(self, uri: str, api_key: str, capacity: int, window: float) -> None:
         self.uri = uri
         self._name = "autocalls-rate:" + hashlib.sha256(api_key.encode()).hexdigest()
-        self._capacity = capacity
-        self._lock = threading.Lock()
+        self.capacity = capacity
+        self.window = window
+        self._puts = 0
+        # One bucket per thread-safe sync client; async clients are bound to the loop that made them.
         self._sync: Any = None
-        # Async clients are bound to the loop that made them (as the triggerer's one loop).
+        self._sync_lock = threading.Lock()
         self._async: dict[asyncio.AbstractEventLoop, Any] = {}
 
-    @property
-    def capacity(self) -> int:
-        return self._capacity
+    def _rates(self) -> list[Any]:
+        from pyrate_limiter import Rate
 
-    @capacity.setter
-    def capacity(self, capacity: int) -> None:
-        self._capacity = capacity
-
-    def _item(self) -> RateLimitItem:
-        from limits import RateLimitItemPerSecond
-
-        return RateLimitItemPerSecond(self._capacity, 1)
+        return [Rate(self.capacity, max(1, round(self.window * 1000)))]
 
     def acquire(self) -> float:
         """Take a place in the shared window: return 0, or how long to wait before asking again."""
-        from limits.errors import StorageError
+        from pyrate_limiter import RateItem
+        from redis.exceptions import NoScriptError, RedisError
 
-        limiter = self._sync_limiter()
-        item = self._item()
         try:
-            if limiter.hit(item, self._name):
-                return 0.0
-            reset_at = limiter.get_window_stats(item, self._name).reset_time
-        except StorageError as exc:
+            with self._sync_lock:  # put() and waiting() read the bucket's last verdict
+                for attempt in (1, 2):
+                    bucket = self._sync_bucket()
+                    bucket.rates = self._rates()
+                    item = RateItem(self._name, bucket.now())
+                    try:
+                        if bucket.put(item):
+                            self._tidy(bucket, item.timestamp)
+                            return 0.0
+                        return _seconds(bucket.waiting(item))
+                    except NoScriptError:  # Redis restarted and forgot the script: load it again
+                        self._sync = None
+                        if attempt == 2:
+                            raise
+        except RedisError as exc:
             raise self._unreachable(exc) from None
-        return _until(reset_at)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def async_acquire(self) -> float:
         """:meth:`acquire` on an event loop, without blocking it."""
-        from limits.errors import StorageError
+        from pyrate_limiter import RateItem
+        from redis.exceptions import NoScriptError, RedisError
 
-        limiter = self._async_limiter()
-        item = self._item()
         try:
-            if await limiter.hit(item, self._name):
-                return 0.0
-            reset_at = (await limiter.get_window_stats(item, self._name)).reset_time
-        except StorageError as exc:
+            for attempt in (1, 2):
+                bucket = await self._async_bucket()
+                bucket.rates = self._rates()
+                item = RateItem(self._name, bucket.now())
+                try:
+                    # No await between put() and waiting(): the verdict read is this call's own.
+                    if await bucket.put(item):
+                        await self._async_tidy(bucket, item.timestamp)
+                        return 0.0
+                    wait = bucket.waiting(item)
+                    return _seconds(await wait if asyncio.iscoroutine(wait) else wait)
+                except NoScriptError:
+                    self._async.pop(asyncio.get_running_loop(), None)
+                    if attempt == 2:
+                        raise
+        except RedisError as exc:
             raise self._unreachable(exc) from None
-        return _until(reset_at)
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _sync_limiter(self) -> Any:
-        with self._lock:
-            if self._sync is None:
-                from limits.storage import storage_from_string
-                from limits.strategies import MovingWindowRateLimiter
+    def _sync_bucket(self) -> Any:
+        if self._sync is None:
+            import redis
+            from pyrate_limiter import RedisBucket
 
-                self._sync = MovingWindowRateLimiter(storage_from_string(self.uri, **_options()))
-            return self._sync
+            client = redis.Redis.from_url(self.uri, **_options())
+            self._sync = RedisBucket.init(self._rates(), client, self._name)
+        return self._sync
 
-    def _async_limiter(self) -> Any:
+    async def _async_bucket(self) -> Any:
         loop = asyncio.get_running_loop()
-        with self._lock:
-            for closed in [other for other in self._async if other.is_closed()]:
-                del self._async[closed]
-            limiter = self._async.get(loop)
-            if limiter is None:
-                from limits.aio.storage import storage_from_string
-                from limits.aio.strategies import MovingWindowRateLimiter
+        for closed in [other for other in self._async if other.is_closed()]:
+            del self._async[closed]
+        bucket = self._async.get(loop)
+        if bucket is None:
+            import redis.asyncio
+            from pyrate_limiter import RedisBucket
 
-                storage = storage_from_string(f"async+{self.uri}", implementation="redispy", **_options())
-                limiter = self._async[loop] = MovingWindowRateLimiter(storage)
-            return limiter
+            client = redis.asyncio.Redis.from_url(self.uri, **_options())
+            bucket = self._async[loop] = await RedisBucket.init(self._rates(), client, self._name)
+        return bucket
+
+    def _tidy(self, bucket: Any, now: int) -> None:
+        # An idle key expires (nothing in it counts by then); entries that left the window are
+        # dropped now and then, so the set stays small.
+        bucket.redis.pexpire(self._name, _KEEP_MS)
+        self._puts += 1
+        if self._puts % _LEAK_EVERY == 0:
+            bucket.leak(now)
+
+    async def _async_tidy(self, bucket: Any, now: int) -> None:
+        await bucket.redis.pexpire(self._name, _KEEP_MS)
+        self._puts += 1
+        if self._puts % _LEAK_EVERY == 0:
+            await bucket.leak(now)
 
     def _unreachable(self, exc: Exception) -> AutocallsConnectionError:
-        cause = getattr(exc, "storage_error", exc)
         return AutocallsConnectionError(
             f"the shared rate limit at {_without_password(self.uri)} could not be reached "
-            f"({type(cause).__name__}); nothing was sent. Check that Redis is up and reachable from "
+            f"({type(exc).__name__}); nothing was sent. Check that Redis is up and reachable from "
             "this worker, or set rate_limit_backend to 'local' to pace within this process only."
         )
 
 
 def _options() -> dict[str, Any]:
-    return {
-        "wrap_exceptions": True,
-        "socket_connect_timeout": _REDIS_TIMEOUT,
-        "socket_timeout": _REDIS_TIMEOUT,
-    }
+    return {"socket_connect_timeout": _REDIS_TIMEOUT, "socket_timeout": _REDIS_TIMEOUT}
 
 
-def _until(reset_at: float) -> float:
-    # The moving window frees a place when its oldest entry turns one second old.
-    return min(1.0, max(_MIN_RETRY, reset_at - time.time()))
+def _seconds(wait_ms: int) -> float:
+    # The window frees a place when its oldest counted entry leaves it.
+    return min(1.0, max(_MIN_RETRY, wait_ms / 1000))
 
 
 def require_limits() -> None:
     """Refuse a configured backend early when the optional dependency is missing."""
     try:
-        import limits  # noqa: F401
+        import pyrate_limiter  # noqa: F401
         import redis  # noqa: F401
     except ImportError as exc:
         raise AutocallsValidationError(
