@@ -361,7 +361,17 @@ def test_requests_are_recorded_in_order_as_copies(sim: AutocallsSimulator, api: 
     records = sim.requests
     assert [r["endpoint"] for r in records] == ["senders", "send_template", "session_status"]
     first, second, third = records
-    assert set(first) == {"method", "path", "endpoint", "query", "json", "status", "at", "authorized", "arrived"}
+    assert set(first) == {
+        "method",
+        "path",
+        "endpoint",
+        "query",
+        "json",
+        "status",
+        "at",
+        "authorized",
+        "arrived",
+    }
     assert first["method"] == "GET"
     assert first["path"] == "/api/user/whatsapp/senders"
     assert first["query"] == {"status": "all"}
