@@ -78,7 +78,8 @@ bench: venv
 
 # A short run of every benchmark, so none of them rots (CI runs this; the figures mean little).
 bench-smoke: venv
-	$(BIN)/python benchmarks/bench_pacing.py 6
+	$(BIN)/python benchmarks/bench_pacing.py 10 --quick
+	$(BIN)/python benchmarks/bench_shared_limit.py --quick
 	$(BIN)/python benchmarks/bench_client_overhead.py 100
 	$(BIN)/python benchmarks/bench_parse_cost.py 2
 	$(BIN)/python benchmarks/bench_triggerer.py 4
