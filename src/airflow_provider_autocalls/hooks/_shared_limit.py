@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import threading
 from typing import Any, Final
 
@@ -34,6 +35,12 @@ LOCAL: Final = "local"
 _REDIS_TIMEOUT: Final = 2.0
 # How soon a refused request asks again when the window's reset time is not known.
 _MIN_RETRY: Final = 0.005
+# The bucket counts entries stamped up to the request's own timestamp, read from the clock just
+# before its script runs: a process that read the clock later but ran first is not counted. That
+# race needs two processes between clock and script at once, which happens when all of them wait
+# for the same place in the window to free. Refused requests therefore wake at a random moment
+# within this many seconds after it frees, and rarely meet.
+_DESYNC: Final = 0.02
 # Every so many granted requests, entries that left the window are removed; a key idle this long
 # (far longer than any window) expires.
 _LEAK_EVERY: Final = 20
@@ -86,15 +93,16 @@ class SharedWindow:
         self.capacity = capacity
         self.window = window
         self._puts = 0
-        # One bucket per thread-safe sync client; async clients are bound to the loop that made them.
+        # One bucket on a thread-safe sync client; async clients are bound to the loop that made them.
         self._sync: Any = None
         self._sync_lock = threading.Lock()
         self._async: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._async_lock = threading.Lock()  # never held across I/O: an event loop may take it
 
     def _rates(self) -> list[Any]:
         from pyrate_limiter import Rate
 
-        return [Rate(self.capacity, max(1, round(self.window * 1000)))]
+        return [Rate(self.capacity, round(self.window * 1000))]
 
     def acquire(self) -> float:
         """Take a place in the shared window: return 0, or how long to wait before asking again."""
@@ -156,15 +164,18 @@ class SharedWindow:
 
     async def _async_bucket(self) -> Any:
         loop = asyncio.get_running_loop()
-        for closed in [other for other in self._async if other.is_closed()]:
-            del self._async[closed]
-        bucket = self._async.get(loop)
+        with self._async_lock:  # event loops may run in several threads
+            for closed in [other for other in self._async if other.is_closed()]:
+                del self._async[closed]
+            bucket = self._async.get(loop)
         if bucket is None:
             import redis.asyncio
             from pyrate_limiter import RedisBucket
 
             client = redis.asyncio.Redis.from_url(self.uri, **_options())
-            bucket = self._async[loop] = await RedisBucket.init(self._rates(), client, self._name)
+            bucket = await RedisBucket.init(self._rates(), client, self._name)
+            with self._async_lock:
+                bucket = self._async.setdefault(loop, bucket)
         return bucket
 
     def _tidy(self, bucket: Any, now: int) -> None:
@@ -195,7 +206,7 @@ def _options() -> dict[str, Any]:
 
 def _seconds(wait_ms: int) -> float:
     # The window frees a place when its oldest counted entry leaves it.
-    return min(1.0, max(_MIN_RETRY, wait_ms / 1000))
+    return min(1.0, max(_MIN_RETRY, wait_ms / 1000)) + random.uniform(0, _DESYNC)
 
 
 def require_limits() -> None:
