@@ -198,4 +198,3 @@ def test_one_key_cannot_have_two_backends(
     other = AutocallsHook(_connection(monkeypatch, sim, "second", rate_limit_backend="redis://127.0.0.1:1/0"))
     with pytest.raises(AutocallsValidationError, match="same rate_limit_backend"):
         other.pacer  # noqa: B018
-

@@ -9,7 +9,7 @@ answered 429 with ``Retry-After``.
 
 **What it assumes about the network.** Each request's one-way delay (from the permit to its
 arrival at the API's limiter) lies in ``[d, d + margin]`` for some ``d``: the delays may be long,
-but they vary between requests by at most ``margin`` (:data:`DEFAULT_MARGIN`, 25 ms). The time to
+but they vary between requests by at most ``margin`` (:data:`DEFAULT_MARGIN`, 40 ms). The time to
 answer (the API's own latency, often hundreds of milliseconds for a send) is not constrained.
 
 **The model.** A permit is a departure, and two rules decide when one may go:
@@ -26,7 +26,7 @@ answer (the API's own latency, often hundreds of milliseconds for a send) is not
 The guarantee does not depend on how long answers take, so callers may keep many requests in
 flight; latency no longer eats into the window (an earlier model counted a request until one
 second after its answer, capping throughput at ``rate / (1 + latency)``). The cost is the margin:
-sustained throughput is ``capacity / (1 + margin)``, 0.976 of the limit at 25 ms. A request
+sustained throughput is ``capacity / (1 + margin)``, 0.962 of the limit at 40 ms. A request
 delayed by more than the margin (a stalled worker, a new TLS connection) can draw a 429; the
 answer holds back every caller of the key for ``Retry-After`` and the request is retried (a 429
 proves nothing was done).
@@ -55,7 +55,7 @@ from airflow_provider_autocalls.exceptions import AutocallsValidationError
 from airflow_provider_autocalls.hooks._shared_limit import SharedWindow, require_limits
 
 #: Bound on the variation of one-way delay between requests, in seconds (see the module's model).
-DEFAULT_MARGIN: Final = 0.025
+DEFAULT_MARGIN: Final = 0.04
 
 
 class Pacer:
