@@ -107,7 +107,8 @@ bench: venv
 
 # A short run of every benchmark, so none of them rots (CI runs this; the figures mean little).
 bench-smoke: venv
-	$(BIN)/python benchmarks/bench_pacing.py 6
+	$(BIN)/python benchmarks/bench_pacing.py 10 --quick
+	$(BIN)/python benchmarks/bench_shared_limit.py --quick
 	$(BIN)/python benchmarks/bench_client_overhead.py 100
 	$(BIN)/python benchmarks/bench_parse_cost.py 2
 	$(BIN)/python benchmarks/bench_triggerer.py 4
@@ -136,10 +137,10 @@ dist-check: dist
 
 lock: $(UV_READY)
 	@set -e; for v in $(AIRFLOW_VERSIONS); do \
-	  $(UV) pip compile -q --python-version 3.11 --extra dev --extra bench --extra e2e --extra dist pyproject.toml constraints/airflow-$$v.in \
+	  $(UV) pip compile -q --python-version 3.11 --extra dev --extra bench --extra e2e --extra dist --extra redis pyproject.toml constraints/airflow-$$v.in \
 	    -o constraints/airflow-$$v.txt --custom-compile-command "make lock"; done
 	$(UV) pip compile -q --python-version 3.11 --prerelease=if-necessary-or-explicit --extra dev --extra bench \
-	  --extra e2e --extra dist pyproject.toml constraints/airflow-3.4.0b2.in -o constraints/airflow-3.4.0b2.txt \
+	  --extra e2e --extra dist --extra redis pyproject.toml constraints/airflow-3.4.0b2.in -o constraints/airflow-3.4.0b2.txt \
 	  --custom-compile-command "make lock"
 	@# The build backend too (the one requirement of [build-system] in pyproject.toml), for `make dist`.
 	echo "hatchling>=1.25" | $(UV) pip compile -q --python-version 3.11 - -o constraints/build.txt \

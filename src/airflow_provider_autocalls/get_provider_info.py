@@ -107,7 +107,18 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "string",
                         "example": "s3://my-bucket/autocalls-ledger",
                         "default": None,
-                    }
+                    },
+                    "rate_limit_backend": {
+                        "description": "Where the API's rate limit is kept: empty (default) or 'local' for each "
+                        "process alone, or a Redis URI every worker and triggerer reaches, so that all "
+                        "processes using one API key share one limit (needs airflow-provider-autocalls[redis]). "
+                        "A connection's extra rate_limit_backend wins over this. If Redis cannot be reached, "
+                        "requests fail as retryable; they never fall back to a per-process limit.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "redis://127.0.0.1:6379/0",
+                        "default": None,
+                    },
                 },
             }
         },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -76,13 +77,25 @@ def test_slots_are_evenly_spaced_without_bursts() -> None:
     assert all(gap == pytest.approx(0.01, abs=1e-3) for gap in gaps)
 
 
-def test_the_gate_counts_requests_in_flight_and_answered_within_the_window() -> None:
-    pacer = Pacer(rate=3)
-    pacer._interval = 0  # look at the gate alone
+def test_the_window_counts_departures_not_answers() -> None:
+    """A request counts from the moment it leaves for 1 s + margin, however long its answer takes."""
+    pacer = Pacer(rate=3, margin=0.02)
+    pacer._interval = 0  # look at the window alone
     assert [pacer._release() for _ in range(3)] == [0, 0, 0]
-    assert pacer._release() > 0  # three in flight: a fourth could make four in one second
-    pacer._done()  # one answered just now: it still counts for a second
-    assert pacer._release() == pytest.approx(1.0, abs=0.05)
+    assert pacer._release() == pytest.approx(1.02, abs=0.05)  # a fourth could make four in one second
+    for _ in range(3):
+        pacer._done()  # answers change nothing: the API counted the requests when they arrived
+    assert pacer._release() == pytest.approx(1.02, abs=0.05)
+
+
+def test_requests_still_in_flight_do_not_hold_the_window() -> None:
+    """The old model held a request in the window until 1 s after its answer: latency ate the rate."""
+    pacer = Pacer(rate=3, margin=0.02)
+    pacer._interval = 0
+    assert [pacer._release() for _ in range(3)] == [0, 0, 0]
+    pacer._departures = type(pacer._departures)(t - 1.1 for t in pacer._departures)  # 1.1 s ago
+    assert pacer._release() == 0  # three in flight still, but they left more than 1.02 s ago
+    assert pacer.in_flight == 4
 
 
 def test_a_stalled_event_loop_does_not_bunch_requests(
@@ -133,10 +146,39 @@ def test_a_429_holds_back_every_caller_of_the_key() -> None:
     assert pacer.reserve() == pytest.approx(2.0, abs=0.05)
 
 
-def test_one_pacer_per_key_and_base_url_and_the_lower_rate_wins() -> None:
-    a = pacer_for("https://a.example/api", "key-1", 5)
-    assert pacer_for("https://a.example/api", "key-1", 50) is a
+def test_one_pacer_per_api_key_whatever_the_url_and_the_lower_rate_wins() -> None:
+    a = pacer_for("key-1", 5)
+    assert pacer_for("key-1", 50) is a
     assert a.rate == 5
-    assert pacer_for("https://a.example/api", "key-1", 2).rate == 2
-    assert pacer_for("https://a.example/api", "key-2", 5) is not a
-    assert pacer_for("https://b.example/api", "key-1", 5) is not a
+    assert pacer_for("key-1", 2).rate == 2
+    assert pacer_for("key-2", 5) is not a
+
+
+@pytest.mark.parametrize(
+    "other_url",
+    ["http://localhost:{port}", "http://LOCALHOST:{port}", "HTTP://127.0.0.1:{port}"],
+)
+def test_spellings_of_one_base_url_share_one_pacer(
+    make_conn: Callable[..., str], sim: AutocallsSimulator, other_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = sim.url.split(":")[2].split("/")[0]
+    path = sim.url.split(str(port), 1)[1]
+    first = AutocallsHook(make_conn("first", rate_limit=5))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SECOND",
+        json.dumps(
+            {"conn_type": "autocalls", "host": other_url.format(port=port) + path, "password": sim.api_key}
+        ),
+    )
+    second = AutocallsHook("second", rate_limit=5)
+    assert first.pacer is second.pacer
+    second.get_senders()  # the other spelling reaches the same API
+
+
+def test_an_explicit_default_port_shares_the_pacer() -> None:
+    from airflow_provider_autocalls.hooks.autocalls import build_settings
+
+    plain = build_settings("a", "https://api.example", "key-443", {}, {})
+    explicit = build_settings("b", "https://api.example:443", "key-443", {}, {})
+    assert plain.base_url != explicit.base_url  # two spellings ...
+    assert pacer_for(plain.api_key, 5) is pacer_for(explicit.api_key, 5)  # ... one account, one pacer

@@ -361,7 +361,17 @@ def test_requests_are_recorded_in_order_as_copies(sim: AutocallsSimulator, api: 
     records = sim.requests
     assert [r["endpoint"] for r in records] == ["senders", "send_template", "session_status"]
     first, second, third = records
-    assert set(first) == {"method", "path", "endpoint", "query", "json", "status", "at", "authorized"}
+    assert set(first) == {
+        "method",
+        "path",
+        "endpoint",
+        "query",
+        "json",
+        "status",
+        "at",
+        "authorized",
+        "arrived",
+    }
     assert first["method"] == "GET"
     assert first["path"] == "/api/user/whatsapp/senders"
     assert first["query"] == {"status": "all"}
@@ -1091,6 +1101,36 @@ def test_slow_answer_past_the_client_timeout_still_delivers(sim: AutocallsSimula
             client.post(SEND, json=template_payload())
         assert client.get(SENDERS).status_code == 200
     assert len(sim.delivered) == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "first_answer", "second_answer"),
+    [
+        # The API counted the slow request on arrival; its answer is late, but it holds the window.
+        (Fault(endpoint="senders", delay=0.3), 200, 429),
+        # The request is slow to arrive: the one sent after it gets there first and is counted first.
+        (Fault(endpoint="senders", arrival_delay=0.3), 429, 200),
+    ],
+)
+def test_delay_counts_on_arrival_and_arrival_delay_after_it(
+    sim: AutocallsSimulator, fault: Fault, first_answer: int, second_answer: int
+) -> None:
+    sim.rate_limit = 1
+    sim.inject(fault)
+    answers: dict[str, int] = {}
+
+    def call(name: str) -> None:
+        with httpx.Client(base_url=sim.url, headers={"Authorization": "Bearer sim-key"}) as client:
+            answers[name] = client.get(SENDERS).status_code
+
+    first = threading.Thread(target=call, args=("first",))
+    first.start()
+    time.sleep(0.1)  # the first request has left (and, without arrival_delay, arrived)
+    call("second")
+    first.join()
+    assert (answers["first"], answers["second"]) == (first_answer, second_answer)
+    arrived = [r["arrived"] for r in sim.requests]
+    assert arrived == sorted(arrived)  # records are in the order the limiter counted them
 
 
 def test_delay_before_a_status_fault(api: httpx.Client, sim: AutocallsSimulator) -> None:

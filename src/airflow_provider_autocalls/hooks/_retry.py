@@ -8,11 +8,13 @@ or it answered 429. A send whose outcome is unknown is never repeated.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Final
 
 from tenacity import RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
+from airflow_provider_autocalls import metrics
 from airflow_provider_autocalls.exceptions import AutocallsConnectionError, AutocallsServerError
 from airflow_provider_autocalls.hooks._answers import Kind, RateLimited, TransientReadError
 
@@ -49,12 +51,17 @@ def _log_retry(state: RetryCallState) -> None:
     log.warning("Autocalls API call failed (%s); attempt %d, trying again.", error, state.attempt_number)
 
 
+def _before_retry(kind: Kind, state: RetryCallState) -> None:
+    _log_retry(state)
+    metrics.retried(kind.value)
+
+
 def retry_policy(kind: Kind, max_retries: int) -> dict[str, Any]:
     """Keyword arguments for ``tenacity.Retrying`` / ``AsyncRetrying`` for a request of ``kind``."""
     return {
         "retry": retry_if_exception(lambda error: may_retry(kind, error)),
         "stop": stop_after_attempt(max_retries + 1),
         "wait": _wait,
-        "before_sleep": _log_retry,
+        "before_sleep": functools.partial(_before_retry, kind),
         "reraise": True,
     }

@@ -33,6 +33,8 @@ class ClientSettings:
     timeout: float = DEFAULT_TIMEOUT
     rate_limit: float = DEFAULT_RATE_LIMIT
     max_retries: int = DEFAULT_MAX_RETRIES
+    #: The connection extra ``rate_limit_backend``; ``hooks/_shared_limit.py`` reads it.
+    rate_limit_backend: str | None = None
 
     @property
     def headers(self) -> dict[str, str]:
@@ -63,6 +65,7 @@ def build_settings(
         timeout=_positive_number(values.get("timeout", DEFAULT_TIMEOUT), "timeout"),
         rate_limit=_positive_number(values.get("rate_limit", DEFAULT_RATE_LIMIT), "rate_limit"),
         max_retries=_count(values.get("max_retries", DEFAULT_MAX_RETRIES), "max_retries"),
+        rate_limit_backend=values.get("rate_limit_backend"),
     )
 
 

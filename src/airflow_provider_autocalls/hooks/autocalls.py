@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 from tenacity import AsyncRetrying, Retrying
 
+from airflow_provider_autocalls import metrics
 from airflow_provider_autocalls.exceptions import (
     AutocallsAPIError,
     AutocallsError,
@@ -37,6 +38,7 @@ from airflow_provider_autocalls.hooks._settings import (
     ClientSettings,
     build_settings,
 )
+from airflow_provider_autocalls.hooks._shared_limit import configured_backend
 from airflow_provider_autocalls.validation import (
     SENDER_STATUSES,
     TEMPLATE_STATUSES,
@@ -63,6 +65,11 @@ __all__ = [
     "ClientSettings",
     "build_settings",
 ]
+
+
+def _pacer(settings: ClientSettings) -> Pacer:
+    # One limit per account: keyed by the API key alone (see hooks/_pacing.py).
+    return pacer_for(settings.api_key, settings.rate_limit, configured_backend(settings.rate_limit_backend))
 
 
 class AutocallsHook(BaseHook):
@@ -219,14 +226,12 @@ class AutocallsHook(BaseHook):
 
     @cached_property
     def pacer(self) -> Pacer:
-        """The process-wide pacer of this connection's key and base URL."""
-        return pacer_for(self.settings.base_url, self.settings.api_key, self.settings.rate_limit)
+        """The pacer of this connection's API key (process-wide, or shared through rate_limit_backend)."""
+        return _pacer(self.settings)
 
     async def _async_client(self) -> tuple[httpx.AsyncClient, Pacer]:
         settings = await self.async_settings()
-        return shared_async_client(settings), pacer_for(
-            settings.base_url, settings.api_key, settings.rate_limit
-        )
+        return shared_async_client(settings), _pacer(settings)
 
     def close(self) -> None:
         """Close the synchronous client, if one was built (async clients are shared per event loop)."""
@@ -281,7 +286,7 @@ class AutocallsHook(BaseHook):
         client, pacer, timeout = self.client, self.pacer, self.settings.timeout
         wire = WireWatch(on_send=self._mark_may_have_reached_api)
         try:
-            with pacer.permit():
+            with pacer.permit(request.kind.value):
                 deadline = time.monotonic() + timeout
                 if guard is not None and guard.claim is not None:
                     guard.claim.take()  # after the permit, right before the request leaves
@@ -363,7 +368,7 @@ class AutocallsHook(BaseHook):
         timeout = (await self.async_settings()).timeout
         wire = WireWatch()
         try:
-            async with pacer.async_permit():
+            async with pacer.async_permit(request.kind.value):
                 deadline = asyncio.get_running_loop().time() + timeout
                 if guard is not None and guard.claim is not None:
                     guard.claim.take()  # after the permit, right before the request leaves
@@ -400,6 +405,7 @@ class AutocallsHook(BaseHook):
         try:
             return decode_answer(request, status, headers, content)
         except RateLimited as exc:
+            metrics.rate_limited(request.kind.value)
             # Past the cap the call fails at once; later calls should not block for an hour either.
             pacer.hold_off(min(exc.retry_after, MAX_RETRY_AFTER))
             raise

@@ -22,8 +22,11 @@ CONNECTION_ENV = "AIRFLOW_CONN_AUTOCALLS_DEFAULT"
 @pytest.fixture
 def autocalls_simulator() -> Iterator[AutocallsSimulator]:
     """A running simulator on 127.0.0.1 (a free port), seeded, stopped after the test."""
+    from airflow_provider_autocalls.hooks._pacing import forget_pacers
     from airflow_provider_autocalls.testing.simulator import AutocallsSimulator
 
+    # Pacers are per API key and every simulator has the same key: each test starts with none.
+    forget_pacers()
     simulator = AutocallsSimulator(host="127.0.0.1", port=0).start()
     try:
         yield simulator

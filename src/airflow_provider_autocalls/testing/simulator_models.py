@@ -59,6 +59,9 @@ class Fault:
     :param delay: seconds to sleep before answering (after processing when it happens).
     :param trickle: send the answer (the real one, or the ``status`` one), status line and headers
         included, one byte every ``trickle`` seconds, as a stalled link or proxy would.
+    :param arrival_delay: seconds the request takes to *arrive*: it is recorded, counted by the
+        rate limiter and processed only after this wait (a slow network before the API; ``delay``
+        is the API being slow to answer a request it already counted).
     :param count: how many matching requests the fault applies to.
     :param probability: the chance that a matching request gets the fault (soak tests spread
         faults at random this way; the draws are seeded, so a run can be repeated).
@@ -72,6 +75,7 @@ class Fault:
     drop: bool = False
     delay: float = 0.0
     trickle: float = 0.0
+    arrival_delay: float = 0.0
     count: int = 1
     probability: float = 1.0
 
@@ -80,8 +84,8 @@ class Fault:
             raise ValueError(f"unknown endpoint {self.endpoint!r}; expected one of {ENDPOINTS} or None")
         if self.status is not None and not 100 <= self.status <= 599:
             raise ValueError(f"status must be an HTTP status code, got {self.status!r}")
-        if self.delay < 0:
-            raise ValueError("delay must be >= 0")
+        if self.delay < 0 or self.arrival_delay < 0:
+            raise ValueError("delay and arrival_delay must be >= 0")
         if self.trickle < 0:
             raise ValueError("trickle must be >= 0")
         if self.count < 1:
@@ -390,6 +394,7 @@ def fault_from_json(data: Any) -> Fault:
         "drop": lambda v: isinstance(v, bool),
         "delay": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
         "trickle": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+        "arrival_delay": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
         "count": lambda v: isinstance(v, int) and not isinstance(v, bool),
         "probability": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
     }

@@ -233,6 +233,10 @@ class SimulatorState:
         endpoint, sender_segment, route_error = route(method, path)
         authorized = token is not None and secrets.compare_digest(token.encode(), self.api_key.encode())
         with self.lock:
+            fault = self._take_fault(endpoint) if self.faults else None
+        if fault is not None and fault.arrival_delay:
+            time.sleep(fault.arrival_delay)  # still on its way: not counted, not recorded yet
+        with self.lock:
             record: dict[str, Any] = {
                 "method": method,
                 "path": path,
@@ -242,9 +246,10 @@ class SimulatorState:
                 "status": None,
                 "at": self.now().isoformat(),
                 "authorized": authorized,
+                # The rate limiter's clock (monotonic seconds): what the API saw, for benchmarks.
+                "arrived": self.monotonic(),
             }
             self.records.append(record)
-            fault = self._take_fault(endpoint) if self.faults else None
             if fault is not None and not fault.processes:
                 return record, None, fault
             if route_error is not None:
