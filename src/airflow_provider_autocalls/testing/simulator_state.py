@@ -99,6 +99,7 @@ class SimulatorState:
                 ("name", "date", "time"),
             ),
             Template(46, 12, "etl_finished", "Your data is ready."),
+            Template(49, 12, "etl_failed", "Pipeline {{1}} failed. Please check Airflow.", ("pipeline",)),
             Template(
                 47,
                 12,
