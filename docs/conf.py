@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from airflow_provider_autocalls import __version__  # noqa: E402
 from airflow_provider_autocalls.testing.airflow_home import isolate_airflow_home  # noqa: E402
 
 isolate_airflow_home()
+# Airflow 2.11 warns about its own metrics default on import; the docs publish no metrics.
+os.environ.setdefault("AIRFLOW__METRICS__TIMER_UNIT_CONSISTENCY", "True")
 
 project = "airflow-provider-autocalls"
 author = "airflow-provider-autocalls contributors"
