@@ -38,14 +38,15 @@ def sim(autocalls_simulator: AutocallsSimulator) -> AutocallsSimulator:
 
 
 @pytest.fixture
-def make_conn(
-    autocalls_connection_factory: Callable[..., str], sim: AutocallsSimulator
-) -> Callable[..., str]:
-    """Register a connection to the simulator through an env var; returns its conn id."""
+def make_conn(monkeypatch: pytest.MonkeyPatch, sim: AutocallsSimulator) -> Callable[..., str]:
+    """Register a connection to ``sim`` (which a module may override) through an env var; returns its id."""
+    from airflow_provider_autocalls.testing.connections import SimulatorConnections
+
+    connections = SimulatorConnections(sim, monkeypatch)
 
     def make(conn_id: str = "autocalls_default", *, password: str | None = None, **extra: Any) -> str:
         extra.setdefault("rate_limit", 1000)
-        return autocalls_connection_factory(conn_id, password=password, **extra)
+        return connections.add(conn_id, password=password, **extra)
 
     return make
 

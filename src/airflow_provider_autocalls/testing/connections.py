@@ -24,7 +24,7 @@ def connection_env(conn_id: str) -> str:
     return f"AIRFLOW_CONN_{conn_id.upper()}"
 
 
-class PacedSimulator(AutocallsSimulator):
+class SharedRateSimulator(AutocallsSimulator):
     """A simulator that tells the connections pointing at it when its rate limit changes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

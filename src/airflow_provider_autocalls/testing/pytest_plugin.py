@@ -42,9 +42,9 @@ def autocalls_simulator() -> Iterator[AutocallsSimulator]:
     Its rate limit is the API's, 5 requests/s. Set ``rate_limit`` (0 for none) before the first
     request: the connections from this plugin follow it.
     """
-    from airflow_provider_autocalls.testing.connections import PacedSimulator
+    from airflow_provider_autocalls.testing.connections import SharedRateSimulator
 
-    simulator = PacedSimulator(host="127.0.0.1", port=0).start()
+    simulator = SharedRateSimulator(host="127.0.0.1", port=0).start()
     try:
         yield simulator
     finally:
@@ -62,10 +62,10 @@ def autocalls_connection_factory(
     Without ``rate_limit`` in ``extra`` the connection paces at the simulator's rate limit, and
     does not pace when the simulator has none.
     """
-    from airflow_provider_autocalls.testing.connections import PacedSimulator, SimulatorConnections
+    from airflow_provider_autocalls.testing.connections import SharedRateSimulator, SimulatorConnections
 
     connections = SimulatorConnections(autocalls_simulator, monkeypatch)
-    if isinstance(autocalls_simulator, PacedSimulator):
+    if isinstance(autocalls_simulator, SharedRateSimulator):
         autocalls_simulator.connections = connections
     return connections.add
 
