@@ -99,7 +99,6 @@ class SimulatorState:
                 ("name", "date", "time"),
             ),
             Template(46, 12, "etl_finished", "Your data is ready."),
-            Template(49, 12, "etl_failed", "Pipeline {{1}} failed. Please check Airflow.", ("pipeline",)),
             Template(
                 47,
                 12,
@@ -120,6 +119,7 @@ class SimulatorState:
                 "en",
                 "marketing",
             ),
+            Template(49, 12, "etl_failed", "Pipeline {{1}} failed. Please check Airflow.", ("pipeline",)),
         ):
             self.templates[template.id] = template
 
