@@ -137,10 +137,10 @@ dist-check: dist
 
 lock: $(UV_READY)
 	@set -e; for v in $(AIRFLOW_VERSIONS); do \
-	  $(UV) pip compile -q --python-version 3.11 --extra dev --extra bench --extra e2e --extra dist --extra redis pyproject.toml constraints/airflow-$$v.in \
+	  $(UV) pip compile -q --python-version 3.11 --extra dev --extra bench --extra e2e --extra dist --extra redis --extra docs pyproject.toml constraints/airflow-$$v.in \
 	    -o constraints/airflow-$$v.txt --custom-compile-command "make lock"; done
 	$(UV) pip compile -q --python-version 3.11 --prerelease=if-necessary-or-explicit --extra dev --extra bench \
-	  --extra e2e --extra dist --extra redis pyproject.toml constraints/airflow-3.4.0b2.in -o constraints/airflow-3.4.0b2.txt \
+	  --extra e2e --extra dist --extra redis --extra docs pyproject.toml constraints/airflow-3.4.0b2.in -o constraints/airflow-3.4.0b2.txt \
 	  --custom-compile-command "make lock"
 	@# The build backend too (the one requirement of [build-system] in pyproject.toml), for `make dist`.
 	echo "hatchling>=1.25" | $(UV) pip compile -q --python-version 3.11 - -o constraints/build.txt \
@@ -148,3 +148,8 @@ lock: $(UV_READY)
 
 clean:
 	rm -rf .venv build dist .mypy_cache .ruff_cache .pytest_cache
+
+# The Sphinx site in docs/ into build/docs; every warning is an error (`make lock` pins Sphinx).
+.PHONY: docs
+docs: venv
+	$(BIN)/sphinx-build -q -W --keep-going -b html docs build/docs

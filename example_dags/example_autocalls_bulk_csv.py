@@ -38,6 +38,7 @@ with DAG(
                 writer.writerow([f"+1415556{i:04d}", f"Customer {i}", f"Customer {i}"])
         return str(path)
 
+    # [START howto_operator_bulk_send_template]
     BulkSendTemplateOperator(
         task_id="send_reminders",
         sender_id=12,
@@ -47,4 +48,5 @@ with DAG(
         on_invalid_row="skip",
         max_failures=0.05,
     )
+    # [END howto_operator_bulk_send_template]
 # [END howto_autocalls_bulk_csv]

@@ -2,7 +2,8 @@
 Example 1: an ETL job that tells the on-call phone how it went.
 
 The notifier runs as the task's callback: free text when the on-call person's 24-hour window is
-open, else the approved template 46 ("Your data is ready.").
+open, else an approved template: 46 ("Your data is ready.") on success, 49 ("Pipeline {{1}} failed.
+Please check Airflow.") on failure.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ with DAG(
             sender_id=12,
             recipient_phone=ON_CALL_PHONE,
             message="{{ dag.dag_id }}: {{ ti.task_id }} failed. Logs: {{ ti.log_url }}",
-            template_id=46,
+            template_id=49,
+            variables={"pipeline": "{{ dag.dag_id }}"},
         ),
     )
     def load_orders() -> int:

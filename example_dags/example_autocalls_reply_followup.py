@@ -25,6 +25,7 @@ with DAG(
     params={"phone": "+14155550123", "name": "Ada", "date": "Monday"},
     tags=["example", "autocalls"],
 ):
+    # [START howto_operator_send_template]
     remind = SendTemplateOperator(
         task_id="send_reminder",
         sender_id=12,
@@ -34,6 +35,8 @@ with DAG(
         variables={"name": "{{ params.name }}", "date": "{{ params.date }}", "time": "10:00"},
         track_reply=True,  # its XCom then carries reply_baseline, which wait_for_reply compares with
     )
+    # [END howto_operator_send_template]
+    # [START howto_sensor_session_open]
     wait_for_reply = SessionOpenSensor(
         task_id="wait_for_reply",
         sender_id=12,
@@ -43,11 +46,14 @@ with DAG(
         poke_interval=30,
         timeout=24 * 3600,
     )
+    # [END howto_sensor_session_open]
+    # [START howto_operator_send_freeform]
     follow_up = SendFreeformOperator(
         task_id="follow_up",
         sender_id=12,
         recipient_phone="{{ params.phone }}",
         message="Thanks {{ params.name }}! See you on {{ params.date }}.",
     )
+    # [END howto_operator_send_freeform]
     remind >> wait_for_reply >> follow_up
 # [END howto_autocalls_reply_followup]

@@ -1,21 +1,28 @@
-"""Shared fixtures. Airflow gets a throw-away home before anything imports it."""
+"""Shared fixtures. Airflow gets a throw-away home before anything imports it.
+
+The generic pieces (simulator, connections, Airflow home, DAG runs) are the provider's pytest
+plugin, the same fixtures users get; this file adds what only this project's tests need.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import re
 import socket
-import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="autocalls-test-airflow-"))
-os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+from airflow_provider_autocalls.testing.airflow_home import isolate_airflow_home
+from airflow_provider_autocalls.testing.dag_runs import DagRunResult as BaseDagRunResult
+from airflow_provider_autocalls.testing.dag_runs import run_dag_file
+
+# Test modules import Airflow while they are collected, so the home is set here, before them.
+isolate_airflow_home()
 
 if TYPE_CHECKING:
     from airflow_provider_autocalls.testing import AutocallsSimulator
@@ -32,18 +39,14 @@ def sim(autocalls_simulator: AutocallsSimulator) -> AutocallsSimulator:
 
 @pytest.fixture
 def make_conn(monkeypatch: pytest.MonkeyPatch, sim: AutocallsSimulator) -> Callable[..., str]:
-    """Register a connection to the simulator through an env var; returns its conn id."""
+    """Register a connection to ``sim`` (which a module may override) through an env var; returns its id."""
+    from airflow_provider_autocalls.testing.connections import SimulatorConnections
+
+    connections = SimulatorConnections(sim, monkeypatch)
 
     def make(conn_id: str = "autocalls_default", *, password: str | None = None, **extra: Any) -> str:
         extra.setdefault("rate_limit", 1000)
-        conn = {
-            "conn_type": "autocalls",
-            "host": sim.url,
-            "password": sim.api_key if password is None else password,
-            "extra": extra,
-        }
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
-        return conn_id
+        return connections.add(conn_id, password=password, **extra)
 
     return make
 
@@ -58,90 +61,42 @@ def hook(make_conn: Callable[..., str]) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def airflow_db() -> None:
+def airflow_db(autocalls_airflow_home: Path) -> None:
     """A migrated SQLite metadata database in the throw-away Airflow home, once per session."""
-    import subprocess
-    import sys
-
-    airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
-    subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True, timeout=600)
 
 
-class DagRunResult:
-    """What a test needs from a finished DAG run, read the same way on Airflow 2 and 3."""
-
-    def __init__(self, state: str, tries: dict[str, list[tuple[str, int]]], pulled: dict[str, Any]) -> None:
-        self.state = state
-        #: task_id -> [(state, try_number) per map index]
-        self.tries = tries
-        #: what a ``collect`` task in the DAG wrote: ``{task_id: xcom value}``
-        self.pulled = pulled
-
-    def task_state(self, task_id: str) -> str:
-        states = {state for state, _ in self.tries[task_id]}
-        assert len(states) == 1, states
-        return states.pop()
+@dataclass
+class DagRunResult(BaseDagRunResult):
+    #: what a ``collect`` task in the DAG wrote: ``{task_id: xcom value}``
+    pulled: dict[str, Any] = field(default_factory=dict)
 
 
 @pytest.fixture
 def run_dag(
-    airflow_db: None, request: pytest.FixtureRequest, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    airflow_db: None,
+    autocalls_airflow_home: Path,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Callable[..., DagRunResult]:
     """
-    Run a DAG file with ``dag.test()``. Airflow 3 runs only DAGs its bundle (the dags folder) holds,
-    so the file goes into the dags folder for the run, named after the test; the source refers to
-    that name as ``DAG_ID``. A DAG may pull XComs into ``PULLED_PATH`` (an env var) for the test.
+    Run DAG source with ``dag.test()`` (through the plugin's ``run_dag_file``). The file is named
+    after the test; the source refers to that name as ``DAG_ID``. A DAG may pull XComs into
+    ``PULLED_PATH`` (an env var) for the test.
     """
-    from airflow.providers.common.compat.sdk import conf
-
-    dags = Path(conf.get("core", "dags_folder"))
-    dags.mkdir(parents=True, exist_ok=True)
     dag_id = re.sub(r"\W", "_", request.node.name)[:200]
-    dag_file = dags / f"{dag_id}.py"
     pulled_path = tmp_path / "pulled.json"
     monkeypatch.setenv("PULLED_PATH", str(pulled_path))
 
     def run(source: str, tweak: Callable[[Any], None] | None = None, dag_id: str = dag_id) -> DagRunResult:
+        dag_file = tmp_path / "dag_source" / f"{dag_id}.py"
+        dag_file.parent.mkdir(exist_ok=True)
         dag_file.write_text(source)
-        try:
-            try:
-                from airflow.dag_processing.dagbag import DagBag
-            except ImportError:  # Airflow 2
-                from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
-
-            bag = DagBag(str(dag_file))
-            assert not bag.import_errors, bag.import_errors
-            dag = bag.get_dag(dag_id)
-            if tweak:
-                tweak(dag)
-            dag_run = dag.test()
-        finally:
-            dag_file.unlink()
-        return DagRunResult(
-            str(getattr(dag_run.state, "value", dag_run.state)),
-            _tries(dag_run.dag_id, dag_run.run_id),
-            json.loads(pulled_path.read_text()) if pulled_path.exists() else {},
-        )
+        result = run_dag_file(dag_file, autocalls_airflow_home / "dags", dag_id=dag_id, tweak=tweak)
+        pulled = json.loads(pulled_path.read_text()) if pulled_path.exists() else {}
+        return DagRunResult(result.state, result.tries, pulled)
 
     return run
-
-
-def _tries(dag_id: str, run_id: str) -> dict[str, list[tuple[str, int]]]:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-
-    tries: dict[str, list[tuple[str, int]]] = {}
-    with create_session() as session:
-        rows = (
-            session.query(TaskInstance)
-            .filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
-            .order_by(TaskInstance.task_id, TaskInstance.map_index)
-            .all()
-        )
-        for ti in rows:
-            state = str(getattr(ti.state, "value", ti.state))
-            tries.setdefault(ti.task_id, []).append((state, ti.try_number))
-    return tries
 
 
 DAG_HEADER = '''

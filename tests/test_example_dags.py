@@ -93,3 +93,18 @@ def test_example_5_taskflow_retry_messages_nobody_twice(
     assert result.tries["remind"] == [("success", 2)]
     phones = [m["recipient_phone"] for m in sim.delivered]
     assert sorted(phones) == ["+14155550140", "+14155550141"]
+
+
+def test_example_1_falls_back_to_the_failure_template_when_the_task_fails(
+    run_dag: Callable[..., Any], sim: AutocallsSimulator
+) -> None:
+    def fail(dag: Any) -> None:
+        def broken() -> int:
+            raise RuntimeError("the load broke")
+
+        dag.get_task("load_orders").python_callable = broken
+
+    assert run_example(run_dag, "example_autocalls_etl_notify", fail).state == "failed"
+    [message] = sim.delivered
+    assert (message["kind"], message["template_id"]) == ("template", 49)
+    assert message["text"] == "Pipeline example_autocalls_etl_notify failed. Please check Airflow."

@@ -56,7 +56,7 @@ def test_get_conn_is_the_one_lazy_client(hook: AutocallsHook) -> None:
 
 def test_get_templates(hook: AutocallsHook) -> None:
     approved = hook.get_templates(12)
-    assert {t["id"] for t in approved} == {45, 46}
+    assert {t["id"] for t in approved} == {45, 46, 49}
     assert {t["status"] for t in hook.get_templates("12", status="all")} == {
         "approved",
         "pending",

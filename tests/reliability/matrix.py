@@ -576,7 +576,7 @@ def _is_answer(endpoint: str, value: Any, delivered: list[dict[str, Any]]) -> bo
     if endpoint == "senders":
         return isinstance(value, list) and [s.get("id") for s in value] == [SENDER_ID]
     if endpoint == "templates":
-        return isinstance(value, list) and sorted(t.get("id") for t in value) == [45, TEMPLATE_ID]
+        return isinstance(value, list) and sorted(t.get("id") for t in value) == [45, TEMPLATE_ID, 49]
     if endpoint == "session_status":
         return (
             isinstance(value, dict)

@@ -71,6 +71,16 @@ TEMPLATE_46 = {
     "variables": [],
     "has_variables": False,
 }
+TEMPLATE_49 = {
+    "id": 49,
+    "name": "etl_failed",
+    "language": "en",
+    "category": "utility",
+    "status": "approved",
+    "body_text": "Pipeline {{1}} failed. Please check Airflow.",
+    "variables": ["pipeline"],
+    "has_variables": True,
+}
 VARIABLES = {"1": "John", "2": "January 15, 2026", "3": "2:00 PM"}
 SENDER_NOT_FOUND = {
     "success": False,
@@ -222,12 +232,12 @@ def test_sender_scripting_rejects_bad_input(sim: AutocallsSimulator) -> None:
 def test_templates_list_approved_ones_by_default(api: httpx.Client) -> None:
     response = api.get(f"{SENDERS}/12/templates")
     assert response.status_code == 200
-    assert response.json() == {"data": [TEMPLATE_45, TEMPLATE_46]}
+    assert response.json() == {"data": [TEMPLATE_45, TEMPLATE_46, TEMPLATE_49]}
 
 
 @pytest.mark.parametrize(
     ("status", "ids"),
-    [("approved", [45, 46]), ("pending", [47]), ("rejected", [48]), ("all", [45, 46, 47, 48])],
+    [("approved", [45, 46, 49]), ("pending", [47]), ("rejected", [48]), ("all", [45, 46, 47, 48, 49])],
 )
 def test_templates_filter_by_status(api: httpx.Client, status: str, ids: list[int]) -> None:
     data = api.get(f"{SENDERS}/12/templates", params={"status": status}).json()["data"]
@@ -1533,6 +1543,7 @@ def test_connection_fixture(autocalls_connection: AutocallsSimulator) -> None:
         "conn_type": "autocalls",
         "host": autocalls_connection.url,
         "password": "sim-key",
+        "extra": {"rate_limit": 5.0},  # the simulator's, so both pace alike
     }
 
 

@@ -119,6 +119,7 @@ class SimulatorState:
                 "en",
                 "marketing",
             ),
+            Template(49, 12, "etl_failed", "Pipeline {{1}} failed. Please check Airflow.", ("pipeline",)),
         ):
             self.templates[template.id] = template
 
