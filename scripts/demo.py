@@ -58,6 +58,7 @@ def main() -> int:
             ("example_autocalls_segment", None),
             ("example_autocalls_bulk_csv", None),
             ("example_autocalls_taskflow", None),
+            ("example_autocalls_window_aware", None),
         ):
             dag = bag.get_dag(dag_id)
             if dag_id == "example_autocalls_reply_followup":

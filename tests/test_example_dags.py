@@ -108,3 +108,20 @@ def test_example_1_falls_back_to_the_failure_template_when_the_task_fails(
     [message] = sim.delivered
     assert (message["kind"], message["template_id"]) == ("template", 49)
     assert message["text"] == "Pipeline example_autocalls_etl_notify failed. Please check Airflow."
+
+
+def test_example_6_sends_the_fallback_template_when_the_window_is_closed(
+    run_dag: Callable[..., Any], sim: AutocallsSimulator
+) -> None:
+    assert run_example(run_dag, "example_autocalls_window_aware").state == "success"
+    assert [(m["kind"], m["template_id"]) for m in sim.delivered] == [("template", 45)]
+
+
+def test_example_6_sends_free_text_when_the_window_is_open(
+    run_dag: Callable[..., Any], sim: AutocallsSimulator
+) -> None:
+    sim.customer_message(12, "+14155550160", "where is my order?")
+    assert run_example(run_dag, "example_autocalls_window_aware").state == "success"
+    [message] = sim.delivered
+    assert message["kind"] == "freeform"
+    assert message["text"] == "Hi Ada, your order A-1042 has shipped."

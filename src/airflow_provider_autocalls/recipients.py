@@ -374,6 +374,10 @@ def check_row(
         raise AutocallsValidationError(
             "row", f"has {len(raw[_EXTRA_CELLS])} more cells than the header has columns."
         )
+    if _VARIABLE_PREFIX in raw:
+        raise AutocallsValidationError(
+            "variables", f"{_VARIABLE_PREFIX!r} names no variable: write it as e.g. 'variables.name'."
+        )
     unknown = [key for key in raw if not _accepted(key)]
     listed = f"unknown keys {', '.join(repr(k) for k in unknown)}" if unknown else ""
     if "recipient_phone" not in raw:

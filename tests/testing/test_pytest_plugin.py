@@ -132,7 +132,7 @@ def test_run_dag_runs_a_dag_file_with_a_deferred_wait_and_keeps_ledgers_in_tmp_p
     assert result.task_state("wait") == "success"
     assert [m["kind"] for m in autocalls_simulator.delivered] == ["template", "freeform"]
     assert autocalls_ledger_location.is_relative_to(tmp_path)
-    assert list(autocalls_ledger_location.rglob("*.ledger.jsonl")), "the operators' ledgers"
+    assert list(autocalls_ledger_location.rglob("ledger/*.claim.json")), "the operators' ledgers"
     shared = autocalls_airflow_home / "autocalls"
     assert not any("plugin_reply_dag" in str(path) for path in shared.rglob("*")), "none in the shared home"
     assert not (autocalls_airflow_home / "dags" / dag_file.name).exists(), "the copy is removed"
