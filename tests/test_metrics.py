@@ -20,7 +20,7 @@ pytest.importorskip("statsd")
 TASK = textwrap.dedent(
     """
     import json, os
-    from airflow_provider_autocalls import metrics
+    from airflow_provider_autocalls.exceptions import AutocallsError
     from airflow_provider_autocalls.hooks.autocalls import AutocallsHook
     from airflow_provider_autocalls.testing import AutocallsSimulator, Fault
 
@@ -32,10 +32,19 @@ TASK = textwrap.dedent(
         hook = AutocallsHook()
         hook.get_senders()
         hook.send_template(12, 45, "+14155550123", variables={"1": "Ada", "date": "1 May", "3": "9"})
-        metrics.sent()
-        metrics.failed(2)
-        metrics.unknown()
-        metrics.refused_before_send(3)
+        offline = '{"success": false, "error": "off", "error_code": "SENDER_OFFLINE"}'
+        sim.inject(Fault(endpoint="send_template", status=422, body=offline, count=2))
+        sim.inject(Fault(endpoint="send_template", status=502))
+        for _ in range(3):  # two refusals, then a send in doubt
+            try:
+                hook.send_template(12, 46, "+14155550124")
+            except AutocallsError:
+                pass
+        for bad in ("no phone", "+1", "12"):  # refused before any request
+            try:
+                hook.send_freeform(12, bad, "hi")
+            except AutocallsError:
+                pass
     """
 )
 LINE = re.compile(r"^airflow\.(?P<name>[\w.]+)(?P<tags>(,[\w]+=[\w]+)*):(?P<value>[-\d.]+)\|(?P<type>\w+)$")
@@ -84,9 +93,9 @@ def test_counters_timers_and_gauge_arrive_with_their_counts() -> None:
     assert counts["autocalls.failed"] == 2
     assert counts["autocalls.unknown"] == 1
     assert counts["autocalls.refused_before_send"] == 3
-    # Three requests went out (the 429, its retry, the send): each waited for and held a permit.
-    assert counts["autocalls.request_latency"] == 3
-    assert counts["autocalls.pacer_wait"] == 3
+    # Six requests went out (the 429, its retry, four sends): each waited for and held a permit.
+    assert counts["autocalls.request_latency"] == 6
+    assert counts["autocalls.pacer_wait"] == 6
     assert types["autocalls.request_latency"] == types["autocalls.pacer_wait"] == "ms"
     assert types["autocalls.in_flight"] == "g"
     gauges = [float(m["value"]) for m in seen if m["name"] == "autocalls.in_flight"]

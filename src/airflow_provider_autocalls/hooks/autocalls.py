@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from airflow_provider_autocalls import metrics
 from airflow_provider_autocalls.exceptions import (
     AutocallsAPIError,
     AutocallsError,
+    AutocallsValidationError,
     SendOutcomeUnknownError,
 )
 from airflow_provider_autocalls.hooks._answers import (
@@ -267,6 +269,7 @@ class AutocallsHook(BaseHook):
         try:
             answer: Any = retrying(self._attempt, request, guard)
         except BaseException as error:
+            _count_send(request, error)
             if guard is None:
                 raise
             failure = guard.failed(error, self._in_doubt(error))
@@ -275,6 +278,7 @@ class AutocallsHook(BaseHook):
             raise failure from error
         if guard is not None:
             guard.succeeded(answer)
+        _count_send(request, None)
         return answer
 
     def _attempt(self, request: ApiRequest, guard: Guard | None = None) -> Any:
@@ -349,6 +353,7 @@ class AutocallsHook(BaseHook):
         try:
             answer: Any = await retrying(self._async_attempt, request, guard)
         except BaseException as error:
+            _count_send(request, error)
             if guard is None:
                 raise
             failure = guard.failed(error, isinstance(error, SendOutcomeUnknownError))
@@ -357,6 +362,7 @@ class AutocallsHook(BaseHook):
             raise failure from error
         if guard is not None:
             guard.succeeded(answer)
+        _count_send(request, None)
         return answer
 
     async def _async_attempt(self, request: ApiRequest, guard: Guard | None = None) -> Any:
@@ -468,7 +474,10 @@ class AutocallsHook(BaseHook):
         :return: the answer (``message_sid``, ``conversation_id``, ``status``, ...).
         :raises SendOutcomeUnknownError: the message may have gone out; it was not sent again.
         """
-        request = _send_template_request(sender_id, template_id, recipient_phone, recipient_name, variables)
+        with _refusals_counted():
+            request = _send_template_request(
+                sender_id, template_id, recipient_phone, recipient_name, variables
+            )
         return dict(self._request(request))
 
     def send_freeform(self, sender_id: int | str, recipient_phone: str, message: str) -> dict[str, Any]:
@@ -482,7 +491,8 @@ class AutocallsHook(BaseHook):
         :raises SessionExpiredError: the window is closed; send a template first.
         :raises SendOutcomeUnknownError: the message may have gone out; it was not sent again.
         """
-        request = _send_freeform_request(sender_id, recipient_phone, message)
+        with _refusals_counted():
+            request = _send_freeform_request(sender_id, recipient_phone, message)
         return dict(self._request(request))
 
     async def async_send_template(
@@ -494,14 +504,18 @@ class AutocallsHook(BaseHook):
         variables: Mapping[Any, Any] | None = None,
     ) -> dict[str, Any]:
         """Async counterpart of :meth:`send_template` (for notifiers the triggerer runs)."""
-        request = _send_template_request(sender_id, template_id, recipient_phone, recipient_name, variables)
+        with _refusals_counted():
+            request = _send_template_request(
+                sender_id, template_id, recipient_phone, recipient_name, variables
+            )
         return dict(await self._async_request(request))
 
     async def async_send_freeform(
         self, sender_id: int | str, recipient_phone: str, message: str
     ) -> dict[str, Any]:
         """Async counterpart of :meth:`send_freeform` (for notifiers the triggerer runs)."""
-        request = _send_freeform_request(sender_id, recipient_phone, message)
+        with _refusals_counted():
+            request = _send_freeform_request(sender_id, recipient_phone, message)
         return dict(await self._async_request(request))
 
     def test_connection(self) -> tuple[bool, str]:
@@ -515,6 +529,28 @@ class AutocallsHook(BaseHook):
         finally:
             self.close()
         return True, f"Connected to the Autocalls API: {len(senders)} sender(s) on this account."
+
+
+@contextlib.contextmanager
+def _refusals_counted() -> Iterator[None]:
+    """Count a send refused for its input, before any request (``autocalls.refused_before_send``)."""
+    try:
+        yield
+    except AutocallsValidationError:
+        metrics.refused_before_send()
+        raise
+
+
+def _count_send(request: ApiRequest, error: BaseException | None) -> None:
+    """Count a send's outcome: ``autocalls.sent``, ``failed`` (a refusal) or ``unknown``."""
+    if request.kind is not Kind.SEND:
+        return
+    if error is None:
+        metrics.sent()
+    elif isinstance(error, SendOutcomeUnknownError):
+        metrics.unknown()
+    elif isinstance(error, AutocallsError):
+        metrics.failed()
 
 
 def _too_large(headers: httpx.Headers) -> bool:
