@@ -38,6 +38,14 @@ def test_a_try_that_finds_a_racing_claim_waits_for_its_outcome(
         operator = SendTemplateOperator(
             task_id="one", sender_id=12, template_id=46, recipient_phone=PHONE, ledger_location=str(tmp_path)
         )
+        # Airflow 2.11 keeps the guard of execute() in a thread-local that only the main thread starts with.
+        try:
+            from airflow.models.baseoperator import ExecutorSafeguard
+
+            if not hasattr(ExecutorSafeguard._sentinel, "callers"):
+                ExecutorSafeguard._sentinel.callers = {}
+        except ImportError:  # Airflow 3
+            pass
         try:
             results[name] = operator.execute(context())
         except Exception as error:
@@ -47,10 +55,10 @@ def test_a_try_that_finds_a_racing_claim_waits_for_its_outcome(
     first.start()
     ledger = ledger_for(context(), str(tmp_path))
     assert ledger is not None
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # a loaded machine takes a while to read the connection
     while (entry := ledger.entry(phone_key(PHONE))) is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert entry is not None
+    assert entry is not None, results
     assert entry.state is State.UNKNOWN  # claimed, request out, no outcome yet
     run("second")  # the second try starts now, while the first one's request is out
     first.join(timeout=30)

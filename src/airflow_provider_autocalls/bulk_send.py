@@ -411,7 +411,7 @@ class BulkSend:
 
     def _write_report(self, destination: Any, first_line: dict[int, int], report_format: str) -> Counter[str]:
         """Write the report whole, then put it in place: a try racing this one may write it too."""
-        if not isinstance(destination, Path):
+        if not isinstance(destination, Path) or hasattr(destination, "fs"):  # ObjectStoragePath: one PUT
             return write_report(
                 destination,
                 self._report_rows(first_line),
