@@ -9,6 +9,8 @@ arrives; the deferred sensor notices and the follow-up goes out.
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import json
 import os
 import subprocess
@@ -16,6 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME = ROOT / "build" / "demo" / "airflow-home"
@@ -85,6 +88,7 @@ def main() -> int:
             if dag_id == "example_autocalls_reply_followup":
                 print(f"   ({len(inbound)} session-status checks while waiting for the reply)")
             print(flush=True)
+        failures += not watch_customer_replies(sim)
         print(
             "Demo finished: all example DAGs succeeded." if not failures else f"{failures} DAG run(s) failed."
         )
@@ -105,6 +109,80 @@ def play_the_customer(sim: object) -> None:
             time.sleep(0.1)
 
     threading.Thread(target=answer, daemon=True).start()
+
+
+def watch_customer_replies(sim: Any) -> bool:
+    """
+    Example 6 (Airflow 3): three customers write in; the watcher fires once for each; each gets a follow-up.
+
+    ``dag.test()`` does not run asset watchers, so the demo runs the trigger's ``run()`` itself
+    (as the triggerer would, with a 1 s poll instead of the example's 60 s) and hands each event to
+    the example's follow-up function, as the DAG's task does with its triggering asset event.
+    """
+    from airflow_provider_autocalls.triggers import _reply_watch
+
+    name = "example_autocalls_customer_replies"
+    if not _reply_watch.HAS_EVENT_TRIGGERS:
+        print(f"== {name}: skipped (asset watchers need Airflow 3)\n", flush=True)
+        return True
+    from airflow_provider_autocalls.hooks.autocalls import AutocallsHook
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "example_dags" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    kwargs = example.customer_replies.watchers[0].trigger.serialize()[1]
+    trigger = _reply_watch.CustomerReplyTrigger(**{**kwargs, "poll_interval": 1})
+    customers = list(zip(example.WATCHED, ["Ana", "Ben", "Cleo"], strict=True))
+    before = len(sim.delivered)
+    hook = AutocallsHook()
+
+    async def watch() -> int:
+        fired = 0
+
+        def write_in() -> None:
+            time.sleep(2)  # after the watcher's first poll (its baseline)
+            for phone, customer in customers:
+                sim.customer_message(12, phone, "Where is my order?", name=customer)
+                print(f"   (the customer {customer} {phone} wrote in)", flush=True)
+                time.sleep(1.5)
+
+        threading.Thread(target=write_in, daemon=True).start()
+        events = trigger.run()
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < 12:  # every message, then two quiet rounds
+                try:
+                    event = await asyncio.wait_for(anext(events), 12 - (time.monotonic() - started))
+                except TimeoutError:
+                    break
+                fired += 1
+                reply = event.payload
+                print(
+                    f"   event: {reply['customer_name']} {reply['recipient_phone']} wrote at "
+                    f"{reply['last_customer_message_at']}; following up",
+                    flush=True,
+                )
+                await asyncio.to_thread(example.follow_up, hook, [reply])
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+        return fired
+
+    started = time.monotonic()
+    fired = asyncio.run(watch())
+    delivered = sim.delivered[before:]
+    ok = fired == len(customers) and sorted(m["recipient_phone"] for m in delivered) == sorted(
+        example.WATCHED
+    )
+    print(
+        f"== {name}: {'success' if ok else 'failed'} in {time.monotonic() - started:.1f} s "
+        f"({fired} events for {len(customers)} messages)"
+    )
+    for message in delivered:
+        print(f"   {message['at']}  {message['kind']:<8} -> {message['recipient_phone']}: {message['text']}")
+    print(flush=True)
+    return ok
 
 
 if __name__ == "__main__":

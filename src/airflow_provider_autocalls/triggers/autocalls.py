@@ -142,3 +142,9 @@ def error_from_event(event: dict[str, Any]) -> AutocallsError:
     if isinstance(cls, type) and issubclass(cls, AutocallsError) and cls is not AutocallsValidationError:
         return cls(message)
     return AutocallsError(message)
+
+
+# Public here, the module users import triggers from; the body lives in its own module.
+from airflow_provider_autocalls.triggers._reply_watch import CustomerReplyTrigger  # noqa: E402
+
+__all__ = ["CustomerReplyTrigger", "SessionOpenTrigger", "error_event", "error_from_event"]
