@@ -47,5 +47,6 @@ def _changelog(app: object, docname: str, source: list[str]) -> None:
 def setup(app: object) -> None:
     app.connect("source-read", _changelog)  # type: ignore[attr-defined]
 
+
 # README sections included in pages link to README anchors ("#at-most-once") that the site names otherwise.
 suppress_warnings = ["myst.xref_missing"]
