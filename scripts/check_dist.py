@@ -47,9 +47,15 @@ assert where.is_relative_to(sys.prefix), f"imported from {where}, not from the v
 assert (where / "py.typed").is_file(), f"no py.typed in {where}"
 versions = {package.__version__, importlib.metadata.version("airflow-provider-autocalls")}
 assert versions == {expected}, f"installed versions {versions}, the wheel says {expected}"
+import airflow
+
+airflow_3 = int(airflow.__version__.split(".")[0]) >= 3
 for path in map(Path, examples):
     bag = DagBag(str(path), safe_mode=False)  # examples off: AIRFLOW__CORE__LOAD_EXAMPLES
     assert not bag.import_errors, f"{path.name} does not import: {bag.import_errors}"
+    # An example that says "(Airflow 3)" in its docstring (asset watchers) only imports on Airflow 2.
+    if not airflow_3 and "(Airflow 3)" in path.read_text():
+        continue
     assert path.stem in bag.dag_ids, f"{path.name} defines no DAG {path.stem!r} (it defines {bag.dag_ids})"
 print(f"{len(examples)} example DAGs import")
 """
