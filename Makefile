@@ -15,13 +15,14 @@ export UV_PYTHON_DOWNLOADS := never
 # Tests and the demo use a throw-away Airflow home, never ~/airflow.
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: help uv venv test test-all lint fmt typecheck unit demo e2e bench bench-smoke soak reliability dist dist-check lock clean
+.PHONY: help uv venv test test-all lint fmt typecheck unit demo e2e e2e-celery bench bench-smoke soak reliability dist dist-check lock clean
 
 help:
 	@echo "make test      ruff, mypy and pytest on Airflow $(AIRFLOW) (AIRFLOW=2.11.2 for the other)"
 	@echo "make test-all  the same on every supported Airflow: $(AIRFLOW_VERSIONS)"
 	@echo "make demo      the example DAGs end to end against the bundled simulator (no API key)"
 	@echo "make e2e       Airflow 3 on PostgreSQL (scheduler, triggerer, ...), faults, and the UI in Chromium"
+	@echo "make e2e-celery  the same on the CeleryExecutor with Redis: two workers, one shared rate limit, StatsD"
 	@echo "make bench     the benchmarks in benchmarks/, each printing its figures (bench-smoke: a short run)"
 	@echo "make reliability  every endpoint x every fault against the simulator; writes docs/reliability.md"
 	@echo "make soak      10,000 messages with faults and a SIGKILL; SOAK_N=1000 for a short one"
@@ -101,6 +102,12 @@ E2E_AIRFLOW ?= 3.3.2
 e2e:
 	$(MAKE) --no-print-directory venv AIRFLOW=$(E2E_AIRFLOW)
 	.venv/airflow-$(E2E_AIRFLOW)/bin/python -m e2e
+
+# The same deployment on the CeleryExecutor: Redis (Debian's redis-server) as broker and shared rate
+# limit, two Celery workers, StatsD on; two bulk sends and a mapped send with one key (e2e/distributed.py).
+e2e-celery:
+	$(MAKE) --no-print-directory venv AIRFLOW=$(E2E_AIRFLOW)
+	.venv/airflow-$(E2E_AIRFLOW)/bin/python -m e2e.distributed
 
 bench: venv
 	@set -e; for b in benchmarks/bench_*.py; do $(BIN)/python $$b; done

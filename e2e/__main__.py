@@ -71,17 +71,22 @@ def stage(name: str) -> Iterator[None]:
         print(f"=== {name}: {stage_times[name]:.1f} s", flush=True)
 
 
-def ensure_system_packages() -> None:
-    """PostgreSQL's server and Chromium from Debian's packages, installed when missing."""
+def ensure_system_packages(packages: tuple[str, ...] = ("postgresql", "chromium")) -> None:
+    """Debian's ``packages`` (of postgresql, chromium, redis-server), installed when missing."""
+    installed = {
+        "postgresql": lambda: bool(Postgres.find_bindir()),
+        "chromium": lambda: Path(CHROMIUM).exists(),
+        "redis-server": lambda: shutil.which("redis-server") is not None,
+    }
     missing = []
-    try:
-        Postgres.find_bindir()
-    except RuntimeError:
-        missing.append("postgresql")
-    if not Path(CHROMIUM).exists():
-        missing.append("chromium")
+    for package in packages:
+        try:
+            if not installed[package]():
+                missing.append(package)
+        except RuntimeError:
+            missing.append(package)
     if not missing:
-        print("PostgreSQL and Chromium are installed.")
+        print(f"{', '.join(packages)}: installed.")
         return
     if os.geteuid() != 0:
         raise RuntimeError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -70,12 +71,18 @@ class AirflowAPI:
 
         wait_until(parsed, timeout=timeout, interval=1, what=f"DAG {dag_id} to be parsed")
 
-    def add_connection(self, connection_id: str, conn_type: str, host: str, password: str) -> None:
-        self._send(
-            "POST",
-            "/connections",
-            {"connection_id": connection_id, "conn_type": conn_type, "host": host, "password": password},
-        )
+    def add_connection(
+        self,
+        connection_id: str,
+        conn_type: str,
+        host: str,
+        password: str,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        body = {"connection_id": connection_id, "conn_type": conn_type, "host": host, "password": password}
+        if extra is not None:
+            body["extra"] = json.dumps(extra)
+        self._send("POST", "/connections", body)
 
     def newest_job(self, job_type: str) -> dict[str, Any] | None:
         """The newest live job of a kind (``SchedulerJob``, ``TriggererJob``, ...)."""
