@@ -18,7 +18,6 @@ from airflow_provider_autocalls.exceptions import (
     AutocallsAPIError,
     AutocallsError,
     AutocallsValidationError,
-    SendOutcomeUnknownError,
 )
 from airflow_provider_autocalls.hooks._answers import (
     MAX_BODY_BYTES,
@@ -28,10 +27,10 @@ from airflow_provider_autocalls.hooks._answers import (
     decode_answer,
     transport_failure,
 )
-from airflow_provider_autocalls.hooks._claims import Guard, guard_for
+from airflow_provider_autocalls.hooks._claims import Guard, Settlement, guard_for
 from airflow_provider_autocalls.hooks._clients import new_client, shared_async_client
 from airflow_provider_autocalls.hooks._pacing import Pacer, pacer_for
-from airflow_provider_autocalls.hooks._retry import MAX_RETRY_AFTER, may_retry, retry_policy
+from airflow_provider_autocalls.hooks._retry import MAX_RETRY_AFTER, retry_policy
 from airflow_provider_autocalls.hooks._settings import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_RETRIES,
@@ -141,11 +140,8 @@ class AutocallsHook(BaseHook):
         error answer do). Read when something else (a signal, a broken log pipe) interrupts the
         call, to tell a send in doubt from one that surely never went out.
         """
-        return bool(getattr(self._calls, "may_have_reached_api", False))
-
-    @request_may_have_reached_api.setter
-    def request_may_have_reached_api(self, value: bool) -> None:
-        self._calls.may_have_reached_api = value
+        latest: Settlement | None = getattr(self._calls, "latest", None)
+        return latest is not None and latest.may_have_reached_api
 
     # -- connection form -----------------------------------------------------------------------
 
@@ -246,49 +242,37 @@ class AutocallsHook(BaseHook):
         """The claim a send is made under (see ``hooks/_claims.py``); reads have none."""
         return guard_for(request, self.ledger_location) if request.kind is Kind.SEND else None
 
-    def _in_doubt(self, error: BaseException) -> bool:
-        if isinstance(error, SendOutcomeUnknownError):
-            return True
-        if isinstance(error, AutocallsError):
-            return False  # every other error of ours is a definite "nothing was sent"
-        # Interrupted (a signal, a timeout): in doubt only if a request was out at that moment.
-        return self.request_may_have_reached_api
-
+    # A call: its claim (if a send), then attempts under the retry policy, all inside one
+    # ``Settlement`` (hooks/_claims.py), which settles the claim by what reached the wire.
     # Each attempt: wait for the pacer's permit; from the moment it is granted, one deadline
     # (the connection's ``timeout``) bounds everything until the permit is given back. Between
     # the permit and the request is the one place for a step that must come right before a
     # request leaves. The request itself is written and its answer read in ``_exchange``.
 
     def _request(self, request: ApiRequest) -> Any:
-        self.request_may_have_reached_api = False
+        self._calls.latest = None
         guard = self._guard(request)
         if guard is not None and guard.replay is not None:
             self.log.info("An earlier try of this task made this send already; returning its answer.")
             return guard.replay
+        # Kept per thread, for ``request_may_have_reached_api``.
+        settlement = self._calls.latest = Settlement(request, guard)
         retrying = Retrying(**retry_policy(request.kind, self.settings.max_retries))
-        try:
-            answer: Any = retrying(self._attempt, request, guard)
-        except BaseException as error:
-            _count_send(request, error)
-            if guard is None:
-                raise
-            failure = guard.failed(error, self._in_doubt(error))
-            if failure is error:
-                raise
-            raise failure from error
-        if guard is not None:
-            guard.succeeded(answer)
-        _count_send(request, None)
-        return answer
+        with settlement:
+            settlement.answer = retrying(self._attempt, request, settlement)
+        return settlement.answer
 
-    def _attempt(self, request: ApiRequest, guard: Guard | None = None) -> Any:
+    def _attempt(self, request: ApiRequest, settlement: Settlement) -> Any:
         import httpx
 
         from airflow_provider_autocalls.hooks._transport import WireWatch
 
         # Built before the permit is taken: building the client takes milliseconds.
         client, pacer, timeout = self.client, self.pacer, self.settings.timeout
-        wire = WireWatch(on_send=self._mark_may_have_reached_api)
+        guard = settlement.guard
+        # Its callback runs in this thread, right before the first byte may be written, so that an
+        # interruption from outside (a signal, a kill) that comes later finds the call in doubt.
+        wire = WireWatch(on_send=settlement.request_may_be_out)
         try:
             with pacer.permit(request.kind.value):
                 deadline = time.monotonic() + timeout
@@ -298,21 +282,11 @@ class AutocallsHook(BaseHook):
             return self._decode(request, status, headers, content, pacer)
         except httpx.RequestError as exc:  # transport errors, and a body that cannot be decoded
             failure = transport_failure(request, exc, sent=wire.sent, timeout=timeout)
-            self._attempt_failed(request, guard, failure)
+            settlement.attempt_failed(failure)
             raise failure from exc
         except AutocallsError as exc:
-            self._attempt_failed(request, guard, exc)
+            settlement.attempt_failed(exc)
             raise
-
-    def _attempt_failed(self, request: ApiRequest, guard: Guard | None, error: AutocallsError) -> None:
-        self.request_may_have_reached_api = isinstance(error, SendOutcomeUnknownError)
-        if guard is not None and may_retry(request.kind, error):
-            guard.nothing_sent(error)
-
-    def _mark_may_have_reached_api(self) -> None:
-        # Set by the request's trace right before its first byte may be written, so that an
-        # interruption from outside (a signal, a kill) that comes later finds it set.
-        self.request_may_have_reached_api = True
 
     @staticmethod
     def _exchange(
@@ -349,30 +323,23 @@ class AutocallsHook(BaseHook):
         guard = self._guard(request)
         if guard is not None and guard.replay is not None:
             return guard.replay
+        # Per call, not per hook: coroutines of one hook run interleaved on one thread.
+        settlement = Settlement(request, guard)
         retrying = AsyncRetrying(**retry_policy(request.kind, settings.max_retries))
-        try:
-            answer: Any = await retrying(self._async_attempt, request, guard)
-        except BaseException as error:
-            _count_send(request, error)
-            if guard is None:
-                raise
-            failure = guard.failed(error, isinstance(error, SendOutcomeUnknownError))
-            if failure is error:
-                raise
-            raise failure from error
-        if guard is not None:
-            guard.succeeded(answer)
-        _count_send(request, None)
-        return answer
+        with settlement:
+            settlement.answer = await retrying(self._async_attempt, request, settlement)
+        return settlement.answer
 
-    async def _async_attempt(self, request: ApiRequest, guard: Guard | None = None) -> Any:
+    async def _async_attempt(self, request: ApiRequest, settlement: Settlement) -> Any:
         import httpx
 
         from airflow_provider_autocalls.hooks._transport import WireWatch
 
         client, pacer = await self._async_client()
         timeout = (await self.async_settings()).timeout
-        wire = WireWatch()
+        guard = settlement.guard
+        # As on the sync path: a cancellation after the request may have left finds the call in doubt.
+        wire = WireWatch(on_send=settlement.request_may_be_out)
         try:
             async with pacer.async_permit(request.kind.value):
                 deadline = asyncio.get_running_loop().time() + timeout
@@ -384,10 +351,10 @@ class AutocallsHook(BaseHook):
         # Transport errors, bodies that cannot be decoded, and the deadline (TimeoutError).
         except (httpx.RequestError, TimeoutError) as exc:
             failure = transport_failure(request, exc, sent=wire.sent, timeout=timeout)
-            self._attempt_failed(request, guard, failure)
+            settlement.attempt_failed(failure)
             raise failure from exc
         except AutocallsError as exc:
-            self._attempt_failed(request, guard, exc)
+            settlement.attempt_failed(exc)
             raise
 
     @staticmethod
@@ -539,18 +506,6 @@ def _refusals_counted() -> Iterator[None]:
     except AutocallsValidationError:
         metrics.refused_before_send()
         raise
-
-
-def _count_send(request: ApiRequest, error: BaseException | None) -> None:
-    """Count a send's outcome: ``autocalls.sent``, ``failed`` (a refusal) or ``unknown``."""
-    if request.kind is not Kind.SEND:
-        return
-    if error is None:
-        metrics.sent()
-    elif isinstance(error, SendOutcomeUnknownError):
-        metrics.unknown()
-    elif isinstance(error, AutocallsError):
-        metrics.failed()
 
 
 def _too_large(headers: httpx.Headers) -> bool:
