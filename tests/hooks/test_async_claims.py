@@ -115,7 +115,7 @@ def test_another_error_after_the_request_left_is_unknown(
 ) -> None:
     # Something other than httpx fails while the answer is read: the API has the message already.
     mocker.patch(
-        "airflow_provider_autocalls.hooks.autocalls._aread_capped", side_effect=RuntimeError("broken")
+        "airflow_provider_autocalls.hooks._transport._aread_capped", side_effect=RuntimeError("broken")
     )
 
     async def scenario() -> None:
