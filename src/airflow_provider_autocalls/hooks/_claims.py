@@ -129,8 +129,9 @@ class Settlement:
     outcome counted: ``sent``; ``unknown`` when the request may have reached the API (an answer
     lost, or an interruption from outside, such as a signal or a cancelled coroutine, while the
     request was out); ``failed`` or ``released`` for a definite refusal; ``released`` for an
-    interruption before a byte of the request was written. The error raised is the one to raise
-    (inside a task, a send in doubt fails the task without Airflow retries).
+    interruption before a byte of the request was written. The error goes on as it came (a
+    cancellation stays a cancellation), but for a send in doubt inside a task, which becomes one
+    that fails the task without Airflow retries.
 
     :param request: the request the call makes.
     :param guard: its claim (``None``: a read, or a send made unguarded).
@@ -182,7 +183,6 @@ class Settlement:
         self._count(error, in_doubt)
         if self.guard is not None and (failure := self.guard.failed(error, in_doubt)) is not error:
             raise failure from error
-        # Otherwise the error itself goes on (a cancellation stays a cancellation).
 
     def _count(self, error: BaseException | None, in_doubt: bool) -> None:
         """Count a send's outcome: ``autocalls.sent``, ``unknown`` or ``failed`` (a refusal)."""
