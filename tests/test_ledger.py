@@ -335,7 +335,7 @@ def test_an_interruption_while_the_request_is_out_stays_in_doubt(
     tmp_path: Path, sim: AutocallsSimulator, mocker: MockerFixture
 ) -> None:
     # Interrupted while reading the answer: the API has already delivered the message.
-    mocker.patch("airflow_provider_autocalls.hooks.autocalls._read_capped", side_effect=KeyboardInterrupt)
+    mocker.patch("airflow_provider_autocalls.hooks._transport._read_capped", side_effect=KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
         op(tmp_path).execute(context())
     mocker.stopall()

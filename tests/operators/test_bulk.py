@@ -192,7 +192,7 @@ def test_an_interruption_while_the_request_is_out_leaves_the_row_unknown(
     tmp_path: Path, sim: AutocallsSimulator, mocker: MockerFixture
 ) -> None:
     recipients = [{"recipient_phone": p} for p in phones(2)]
-    mocker.patch("airflow_provider_autocalls.hooks.autocalls._read_capped", side_effect=KeyboardInterrupt)
+    mocker.patch("airflow_provider_autocalls.hooks._transport._read_capped", side_effect=KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
         bulk(tmp_path, recipients=recipients, check_template=False).execute(context())
     mocker.stopall()

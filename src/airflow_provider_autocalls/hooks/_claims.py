@@ -12,6 +12,10 @@ A send is made under a :class:`~airflow_provider_autocalls.ledger.Claim` in two 
   messages to one recipient sends both.
 
 Outside a task (a script, a test) nothing is claimed and the hook behaves as a plain client.
+
+How a call ends is decided here too, by one :class:`Settlement` for the sync and the async path:
+``sent``, ``failed``, ``unknown`` (the request may have reached the API) or ``released`` (it
+provably did not), by what reached the wire and never by the type of an interruption.
 """
 
 from __future__ import annotations
@@ -24,11 +28,15 @@ from collections import Counter
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
+from airflow_provider_autocalls import metrics
 from airflow_provider_autocalls.exceptions import AutocallsError, SendOutcomeUnknownError
+from airflow_provider_autocalls.hooks._answers import Kind
+from airflow_provider_autocalls.hooks._retry import may_retry
 from airflow_provider_autocalls.ledger import Claim, Entry, Ledger, State, ledger_for
 
 if TYPE_CHECKING:
@@ -108,6 +116,84 @@ class Guard:
         if self.in_task and isinstance(error, SendOutcomeUnknownError):
             return _fail_fast(error)
         return error
+
+
+class Settlement:
+    """
+    How one call (every attempt of one request) ends, for the sync and the async path alike.
+
+    Wrap the attempts in ``with settlement:`` and put the answer in :attr:`answer`. The attempts
+    tell what reached the wire: :meth:`request_may_be_out` is the ``on_send`` of each attempt's
+    :class:`~airflow_provider_autocalls.hooks._transport.WireWatch`, :meth:`attempt_failed` takes
+    an error that proves what happened. On leaving the block, a send's claim is settled and its
+    outcome counted: ``sent``; ``unknown`` when the request may have reached the API (an answer
+    lost, or an interruption from outside, such as a signal or a cancelled coroutine, while the
+    request was out); ``failed`` or ``released`` for a definite refusal; ``released`` for an
+    interruption before a byte of the request was written. The error goes on as it came (a
+    cancellation stays a cancellation), but for a send in doubt inside a task, which becomes one
+    that fails the task without Airflow retries.
+
+    :param request: the request the call makes.
+    :param guard: its claim (``None``: a read, or a send made unguarded).
+    """
+
+    def __init__(self, request: ApiRequest, guard: Guard | None) -> None:
+        self.request = request
+        self.guard = guard
+        #: Whether the API may have acted on a request of this call: one went to the network and
+        #: nothing proves the API did nothing (as a 429, a failure to connect or an error answer do).
+        self.may_have_reached_api = False
+        #: The call's answer, set inside the block.
+        self.answer: Any = None
+
+    def request_may_be_out(self) -> None:
+        """Called right before the first byte of an attempt's request may be written."""
+        self.may_have_reached_api = True
+
+    def attempt_failed(self, error: AutocallsError) -> None:
+        """
+        An attempt ended with ``error``, which tells whether its request may have reached the API.
+        One the retry policy tries again released its claim (see :meth:`Guard.nothing_sent`).
+        """
+        self.may_have_reached_api = isinstance(error, SendOutcomeUnknownError)
+        if self.guard is not None and may_retry(self.request.kind, error):
+            self.guard.nothing_sent(error)
+
+    def in_doubt(self, error: BaseException) -> bool:
+        """Whether the API may have acted on the call that ended with ``error``."""
+        if isinstance(error, SendOutcomeUnknownError):
+            return True
+        if isinstance(error, AutocallsError):
+            return False  # every other error of ours is a definite "nothing was sent"
+        # Interrupted from outside: in doubt only if a request was out at that moment.
+        return self.may_have_reached_api
+
+    def __enter__(self) -> Settlement:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if error is None:
+            if self.guard is not None:
+                self.guard.succeeded(self.answer)
+            self._count(None, in_doubt=False)
+            return
+        in_doubt = self.in_doubt(error)
+        self._count(error, in_doubt)
+        if self.guard is not None and (failure := self.guard.failed(error, in_doubt)) is not error:
+            raise failure from error
+
+    def _count(self, error: BaseException | None, in_doubt: bool) -> None:
+        """Count a send's outcome: ``autocalls.sent``, ``unknown`` or ``failed`` (a refusal)."""
+        if self.request.kind is not Kind.SEND:
+            return
+        if error is None:
+            metrics.sent()
+        elif in_doubt:
+            metrics.unknown()
+        elif isinstance(error, AutocallsError):
+            metrics.failed()
 
 
 def guard_for(request: ApiRequest, ledger_location: str | None) -> Guard | None:

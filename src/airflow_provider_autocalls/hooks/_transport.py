@@ -1,5 +1,6 @@
 """
-One request on the wire: whether any of it may have been written, and the deadline of the whole.
+One request on the wire: writing it and reading its answer (:func:`exchange`, :func:`async_exchange`),
+whether any of it may have been written, and the deadline of the whole.
 
 **What reached the wire** is learned from httpcore's ``trace`` request extension, never guessed
 from the type of an error alone: an error raised before httpcore starts writing the request
@@ -14,6 +15,9 @@ the request gets at most the time left (a network backend wrapped around httpcor
 operation that would run past the deadline fails with httpcore's own timeout error, at the
 deadline, and httpcore closes the connection as it does for any timeout.
 
+**The answer** is read whole, but never more than ``MAX_BODY_BYTES`` of it: a larger one is
+read as ``None`` (and refused by the answer's decoding).
+
 This module imports httpcore: it is imported only where a client is built or a request is made.
 """
 
@@ -22,16 +26,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import httpcore
 
+from airflow_provider_autocalls.hooks._answers import MAX_BODY_BYTES
+
 if TYPE_CHECKING:
     import ssl
 
     import httpx
+
+    from airflow_provider_autocalls.hooks._answers import ApiRequest
 
 log = logging.getLogger(__name__)
 
@@ -169,3 +177,69 @@ def bind_to_deadlines(client: httpx.Client) -> bool:
             "applies to each step of a request (connect, each read), not to the whole request."
         )
     return bound
+
+
+def exchange(
+    client: httpx.Client, request: ApiRequest, wire: WireWatch, at: float
+) -> tuple[int, httpx.Headers, bytes | None]:
+    """Write the request and read its whole answer, all by ``at`` (``time.monotonic()``)."""
+    import httpx
+
+    # Waiting for a free connection of the pool counts against the deadline too.
+    steps = client.timeout
+    timeouts = httpx.Timeout(
+        connect=steps.connect, read=steps.read, write=steps.write, pool=max(0.0, at - time.monotonic())
+    )
+    with (
+        deadline(at),
+        client.stream(
+            request.method,
+            request.path,
+            params=request.params,
+            json=request.body,
+            timeout=timeouts,
+            extensions={"trace": wire},
+        ) as r,
+    ):
+        return r.status_code, r.headers, _read_capped(r.iter_bytes(), r.headers)
+
+
+async def async_exchange(
+    client: httpx.AsyncClient, request: ApiRequest, wire: WireWatch
+) -> tuple[int, httpx.Headers, bytes | None]:
+    """Write the request and read its whole answer (the caller bounds it by the deadline)."""
+    async with client.stream(
+        request.method,
+        request.path,
+        params=request.params,
+        json=request.body,
+        extensions={"trace": wire.async_trace},
+    ) as r:
+        return r.status_code, r.headers, await _aread_capped(r.aiter_bytes(), r.headers)
+
+
+def _too_large(headers: httpx.Headers) -> bool:
+    declared = headers.get("content-length")
+    return declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES
+
+
+def _read_capped(chunks: Iterable[bytes], headers: httpx.Headers) -> bytes | None:
+    if _too_large(headers):
+        return None
+    body = bytearray()
+    for chunk in chunks:
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            return None
+    return bytes(body)
+
+
+async def _aread_capped(chunks: AsyncIterable[bytes], headers: httpx.Headers) -> bytes | None:
+    if _too_large(headers):
+        return None
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            return None
+    return bytes(body)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -14,24 +13,19 @@ from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 from tenacity import AsyncRetrying, Retrying
 
 from airflow_provider_autocalls import metrics
-from airflow_provider_autocalls.exceptions import (
-    AutocallsAPIError,
-    AutocallsError,
-    AutocallsValidationError,
-    SendOutcomeUnknownError,
-)
+from airflow_provider_autocalls.exceptions import AutocallsError
+from airflow_provider_autocalls.hooks import _endpoints as endpoints
 from airflow_provider_autocalls.hooks._answers import (
-    MAX_BODY_BYTES,
     ApiRequest,
     Kind,
     RateLimited,
     decode_answer,
     transport_failure,
 )
-from airflow_provider_autocalls.hooks._claims import Guard, guard_for
+from airflow_provider_autocalls.hooks._claims import Guard, Settlement, guard_for
 from airflow_provider_autocalls.hooks._clients import new_client, shared_async_client
 from airflow_provider_autocalls.hooks._pacing import Pacer, pacer_for
-from airflow_provider_autocalls.hooks._retry import MAX_RETRY_AFTER, may_retry, retry_policy
+from airflow_provider_autocalls.hooks._retry import MAX_RETRY_AFTER, retry_policy
 from airflow_provider_autocalls.hooks._settings import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_RETRIES,
@@ -41,21 +35,10 @@ from airflow_provider_autocalls.hooks._settings import (
     build_settings,
 )
 from airflow_provider_autocalls.hooks._shared_limit import configured_backend
-from airflow_provider_autocalls.validation import (
-    SENDER_STATUSES,
-    TEMPLATE_STATUSES,
-    check_choice,
-    check_id,
-    check_message,
-    check_phone,
-    check_recipient_name,
-    check_variables,
-)
 
 if TYPE_CHECKING:
     import httpx
 
-    from airflow_provider_autocalls.hooks._transport import WireWatch
 
 # Importable from here as before; they live in the settings module.
 __all__ = [
@@ -141,11 +124,8 @@ class AutocallsHook(BaseHook):
         error answer do). Read when something else (a signal, a broken log pipe) interrupts the
         call, to tell a send in doubt from one that surely never went out.
         """
-        return bool(getattr(self._calls, "may_have_reached_api", False))
-
-    @request_may_have_reached_api.setter
-    def request_may_have_reached_api(self, value: bool) -> None:
-        self._calls.may_have_reached_api = value
+        latest: Settlement | None = getattr(self._calls, "latest", None)
+        return latest is not None and latest.may_have_reached_api
 
     # -- connection form -----------------------------------------------------------------------
 
@@ -246,163 +226,90 @@ class AutocallsHook(BaseHook):
         """The claim a send is made under (see ``hooks/_claims.py``); reads have none."""
         return guard_for(request, self.ledger_location) if request.kind is Kind.SEND else None
 
-    def _in_doubt(self, error: BaseException) -> bool:
-        if isinstance(error, SendOutcomeUnknownError):
-            return True
-        if isinstance(error, AutocallsError):
-            return False  # every other error of ours is a definite "nothing was sent"
-        # Interrupted (a signal, a timeout): in doubt only if a request was out at that moment.
-        return self.request_may_have_reached_api
-
+    # A call: its claim (if a send), then attempts under the retry policy, all inside one
+    # ``Settlement`` (hooks/_claims.py), which settles the claim by what reached the wire.
     # Each attempt: wait for the pacer's permit; from the moment it is granted, one deadline
     # (the connection's ``timeout``) bounds everything until the permit is given back. Between
     # the permit and the request is the one place for a step that must come right before a
-    # request leaves. The request itself is written and its answer read in ``_exchange``.
+    # request leaves. The request itself is written and its answer read in ``hooks/_transport.py``.
 
     def _request(self, request: ApiRequest) -> Any:
-        self.request_may_have_reached_api = False
+        self._calls.latest = None
         guard = self._guard(request)
         if guard is not None and guard.replay is not None:
             self.log.info("An earlier try of this task made this send already; returning its answer.")
             return guard.replay
+        # Kept per thread, for ``request_may_have_reached_api``.
+        settlement = self._calls.latest = Settlement(request, guard)
         retrying = Retrying(**retry_policy(request.kind, self.settings.max_retries))
-        try:
-            answer: Any = retrying(self._attempt, request, guard)
-        except BaseException as error:
-            _count_send(request, error)
-            if guard is None:
-                raise
-            failure = guard.failed(error, self._in_doubt(error))
-            if failure is error:
-                raise
-            raise failure from error
-        if guard is not None:
-            guard.succeeded(answer)
-        _count_send(request, None)
-        return answer
+        with settlement:
+            settlement.answer = retrying(self._attempt, request, settlement)
+        return settlement.answer
 
-    def _attempt(self, request: ApiRequest, guard: Guard | None = None) -> Any:
+    def _attempt(self, request: ApiRequest, settlement: Settlement) -> Any:
         import httpx
 
-        from airflow_provider_autocalls.hooks._transport import WireWatch
+        from airflow_provider_autocalls.hooks._transport import WireWatch, exchange
 
         # Built before the permit is taken: building the client takes milliseconds.
         client, pacer, timeout = self.client, self.pacer, self.settings.timeout
-        wire = WireWatch(on_send=self._mark_may_have_reached_api)
+        guard = settlement.guard
+        # Its callback runs in this thread, right before the first byte may be written, so that an
+        # interruption from outside (a signal, a kill) that comes later finds the call in doubt.
+        wire = WireWatch(on_send=settlement.request_may_be_out)
         try:
             with pacer.permit(request.kind.value):
                 deadline = time.monotonic() + timeout
                 if guard is not None and guard.claim is not None:
                     guard.claim.take()  # after the permit, right before the request leaves
-                status, headers, content = self._exchange(client, request, wire, deadline)
+                status, headers, content = exchange(client, request, wire, deadline)
             return self._decode(request, status, headers, content, pacer)
         except httpx.RequestError as exc:  # transport errors, and a body that cannot be decoded
             failure = transport_failure(request, exc, sent=wire.sent, timeout=timeout)
-            self._attempt_failed(request, guard, failure)
+            settlement.attempt_failed(failure)
             raise failure from exc
         except AutocallsError as exc:
-            self._attempt_failed(request, guard, exc)
+            settlement.attempt_failed(exc)
             raise
-
-    def _attempt_failed(self, request: ApiRequest, guard: Guard | None, error: AutocallsError) -> None:
-        self.request_may_have_reached_api = isinstance(error, SendOutcomeUnknownError)
-        if guard is not None and may_retry(request.kind, error):
-            guard.nothing_sent(error)
-
-    def _mark_may_have_reached_api(self) -> None:
-        # Set by the request's trace right before its first byte may be written, so that an
-        # interruption from outside (a signal, a kill) that comes later finds it set.
-        self.request_may_have_reached_api = True
-
-    @staticmethod
-    def _exchange(
-        client: httpx.Client, request: ApiRequest, wire: WireWatch, deadline: float
-    ) -> tuple[int, httpx.Headers, bytes | None]:
-        """Write the request and read its whole answer, all by ``deadline`` (``time.monotonic()``)."""
-        import httpx
-
-        from airflow_provider_autocalls.hooks._transport import deadline as request_deadline
-
-        # Waiting for a free connection of the pool counts against the deadline too.
-        steps = client.timeout
-        timeouts = httpx.Timeout(
-            connect=steps.connect,
-            read=steps.read,
-            write=steps.write,
-            pool=max(0.0, deadline - time.monotonic()),
-        )
-        with (
-            request_deadline(deadline),
-            client.stream(
-                request.method,
-                request.path,
-                params=request.params,
-                json=request.body,
-                timeout=timeouts,
-                extensions={"trace": wire},
-            ) as r,
-        ):
-            return r.status_code, r.headers, _read_capped(r.iter_bytes(), r.headers)
 
     async def _async_request(self, request: ApiRequest) -> Any:
         settings = await self.async_settings()
         guard = self._guard(request)
         if guard is not None and guard.replay is not None:
             return guard.replay
+        # Per call, not per hook: coroutines of one hook run interleaved on one thread.
+        settlement = Settlement(request, guard)
         retrying = AsyncRetrying(**retry_policy(request.kind, settings.max_retries))
-        try:
-            answer: Any = await retrying(self._async_attempt, request, guard)
-        except BaseException as error:
-            _count_send(request, error)
-            if guard is None:
-                raise
-            failure = guard.failed(error, isinstance(error, SendOutcomeUnknownError))
-            if failure is error:
-                raise
-            raise failure from error
-        if guard is not None:
-            guard.succeeded(answer)
-        _count_send(request, None)
-        return answer
+        with settlement:
+            settlement.answer = await retrying(self._async_attempt, request, settlement)
+        return settlement.answer
 
-    async def _async_attempt(self, request: ApiRequest, guard: Guard | None = None) -> Any:
+    async def _async_attempt(self, request: ApiRequest, settlement: Settlement) -> Any:
         import httpx
 
-        from airflow_provider_autocalls.hooks._transport import WireWatch
+        from airflow_provider_autocalls.hooks._transport import WireWatch, async_exchange
 
         client, pacer = await self._async_client()
         timeout = (await self.async_settings()).timeout
-        wire = WireWatch()
+        guard = settlement.guard
+        # As on the sync path: a cancellation after the request may have left finds the call in doubt.
+        wire = WireWatch(on_send=settlement.request_may_be_out)
         try:
             async with pacer.async_permit(request.kind.value):
                 deadline = asyncio.get_running_loop().time() + timeout
                 if guard is not None and guard.claim is not None:
                     guard.claim.take()  # after the permit, right before the request leaves
                 async with asyncio.timeout_at(deadline):
-                    status, headers, content = await self._async_exchange(client, request, wire)
+                    status, headers, content = await async_exchange(client, request, wire)
             return self._decode(request, status, headers, content, pacer)
         # Transport errors, bodies that cannot be decoded, and the deadline (TimeoutError).
         except (httpx.RequestError, TimeoutError) as exc:
             failure = transport_failure(request, exc, sent=wire.sent, timeout=timeout)
-            self._attempt_failed(request, guard, failure)
+            settlement.attempt_failed(failure)
             raise failure from exc
         except AutocallsError as exc:
-            self._attempt_failed(request, guard, exc)
+            settlement.attempt_failed(exc)
             raise
-
-    @staticmethod
-    async def _async_exchange(
-        client: httpx.AsyncClient, request: ApiRequest, wire: WireWatch
-    ) -> tuple[int, httpx.Headers, bytes | None]:
-        """Write the request and read its whole answer (the caller bounds it by the deadline)."""
-        async with client.stream(
-            request.method,
-            request.path,
-            params=request.params,
-            json=request.body,
-            extensions={"trace": wire.async_trace},
-        ) as r:
-            return r.status_code, r.headers, await _aread_capped(r.aiter_bytes(), r.headers)
 
     @staticmethod
     def _decode(
@@ -425,8 +332,8 @@ class AutocallsHook(BaseHook):
         :param status: ``online`` (default), ``offline`` or ``all``.
         :return: the list under the answer's ``data``.
         """
-        request = _senders_request(status)
-        return _data_list(request, self._request(request))
+        request = endpoints.senders_request(status)
+        return endpoints.data_list(request, self._request(request))
 
     def get_templates(self, sender_id: int | str, status: str = "approved") -> list[dict[str, Any]]:
         """
@@ -436,8 +343,8 @@ class AutocallsHook(BaseHook):
         :param status: ``approved`` (default), ``pending``, ``rejected`` or ``all``.
         :return: the list under the answer's ``data``.
         """
-        request = _templates_request(sender_id, status)
-        return _data_list(request, self._request(request))
+        request = endpoints.templates_request(sender_id, status)
+        return endpoints.data_list(request, self._request(request))
 
     def get_session_status(self, sender_id: int | str, recipient_phone: str) -> dict[str, Any]:
         """
@@ -447,13 +354,13 @@ class AutocallsHook(BaseHook):
         :param recipient_phone: the recipient, in E.164 form (``+14155550123``).
         :return: the whole answer, with ``session_status`` and ``last_customer_message_at``.
         """
-        request = _session_status_request(sender_id, recipient_phone)
-        return _with_session_status(request, self._request(request))
+        request = endpoints.session_status_request(sender_id, recipient_phone)
+        return endpoints.with_session_status(request, self._request(request))
 
     async def async_get_session_status(self, sender_id: int | str, recipient_phone: str) -> dict[str, Any]:
         """Async counterpart of :meth:`get_session_status`."""
-        request = _session_status_request(sender_id, recipient_phone)
-        return _with_session_status(request, await self._async_request(request))
+        request = endpoints.session_status_request(sender_id, recipient_phone)
+        return endpoints.with_session_status(request, await self._async_request(request))
 
     def send_template(
         self,
@@ -474,8 +381,8 @@ class AutocallsHook(BaseHook):
         :return: the answer (``message_sid``, ``conversation_id``, ``status``, ...).
         :raises SendOutcomeUnknownError: the message may have gone out; it was not sent again.
         """
-        with _refusals_counted():
-            request = _send_template_request(
+        with endpoints.refusals_counted():
+            request = endpoints.send_template_request(
                 sender_id, template_id, recipient_phone, recipient_name, variables
             )
         return dict(self._request(request))
@@ -491,8 +398,8 @@ class AutocallsHook(BaseHook):
         :raises SessionExpiredError: the window is closed; send a template first.
         :raises SendOutcomeUnknownError: the message may have gone out; it was not sent again.
         """
-        with _refusals_counted():
-            request = _send_freeform_request(sender_id, recipient_phone, message)
+        with endpoints.refusals_counted():
+            request = endpoints.send_freeform_request(sender_id, recipient_phone, message)
         return dict(self._request(request))
 
     async def async_send_template(
@@ -504,8 +411,8 @@ class AutocallsHook(BaseHook):
         variables: Mapping[Any, Any] | None = None,
     ) -> dict[str, Any]:
         """Async counterpart of :meth:`send_template` (for notifiers the triggerer runs)."""
-        with _refusals_counted():
-            request = _send_template_request(
+        with endpoints.refusals_counted():
+            request = endpoints.send_template_request(
                 sender_id, template_id, recipient_phone, recipient_name, variables
             )
         return dict(await self._async_request(request))
@@ -514,8 +421,8 @@ class AutocallsHook(BaseHook):
         self, sender_id: int | str, recipient_phone: str, message: str
     ) -> dict[str, Any]:
         """Async counterpart of :meth:`send_freeform` (for notifiers the triggerer runs)."""
-        with _refusals_counted():
-            request = _send_freeform_request(sender_id, recipient_phone, message)
+        with endpoints.refusals_counted():
+            request = endpoints.send_freeform_request(sender_id, recipient_phone, message)
         return dict(await self._async_request(request))
 
     def test_connection(self) -> tuple[bool, str]:
@@ -529,137 +436,3 @@ class AutocallsHook(BaseHook):
         finally:
             self.close()
         return True, f"Connected to the Autocalls API: {len(senders)} sender(s) on this account."
-
-
-@contextlib.contextmanager
-def _refusals_counted() -> Iterator[None]:
-    """Count a send refused for its input, before any request (``autocalls.refused_before_send``)."""
-    try:
-        yield
-    except AutocallsValidationError:
-        metrics.refused_before_send()
-        raise
-
-
-def _count_send(request: ApiRequest, error: BaseException | None) -> None:
-    """Count a send's outcome: ``autocalls.sent``, ``failed`` (a refusal) or ``unknown``."""
-    if request.kind is not Kind.SEND:
-        return
-    if error is None:
-        metrics.sent()
-    elif isinstance(error, SendOutcomeUnknownError):
-        metrics.unknown()
-    elif isinstance(error, AutocallsError):
-        metrics.failed()
-
-
-def _too_large(headers: httpx.Headers) -> bool:
-    declared = headers.get("content-length")
-    return declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES
-
-
-def _read_capped(chunks: Any, headers: httpx.Headers) -> bytes | None:
-    if _too_large(headers):
-        return None
-    body = bytearray()
-    for chunk in chunks:
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            return None
-    return bytes(body)
-
-
-async def _aread_capped(chunks: Any, headers: httpx.Headers) -> bytes | None:
-    if _too_large(headers):
-        return None
-    body = bytearray()
-    async for chunk in chunks:
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            return None
-    return bytes(body)
-
-
-# -- requests, built (and their input checked) before anything is sent ---------------------------------
-
-
-def _senders_request(status: str) -> ApiRequest:
-    status = check_choice(status, SENDER_STATUSES)
-    return ApiRequest("GET", "/user/whatsapp/senders", Kind.READ, params={"status": status})
-
-
-def _templates_request(sender_id: int | str, status: str) -> ApiRequest:
-    sender = check_id(sender_id, "sender_id")
-    status = check_choice(status, TEMPLATE_STATUSES)
-    return ApiRequest(
-        "GET", f"/user/whatsapp/senders/{sender}/templates", Kind.READ, params={"status": status}
-    )
-
-
-def _session_status_request(sender_id: int | str, recipient_phone: str) -> ApiRequest:
-    params = {"sender_id": check_id(sender_id, "sender_id"), "recipient_phone": check_phone(recipient_phone)}
-    return ApiRequest("GET", "/user/whatsapp/session-status", Kind.READ, params=params)
-
-
-def _send_template_request(
-    sender_id: int | str,
-    template_id: int | str,
-    recipient_phone: str,
-    recipient_name: str | None,
-    variables: Mapping[Any, Any] | None,
-) -> ApiRequest:
-    body: dict[str, Any] = {
-        "sender_id": check_id(sender_id, "sender_id"),
-        "template_id": check_id(template_id, "template_id"),
-        "recipient_phone": check_phone(recipient_phone),
-    }
-    if (name := check_recipient_name(recipient_name)) is not None:
-        body["recipient_name"] = name
-    if (values := check_variables(variables)) is not None:
-        body["variables"] = values
-    return ApiRequest(
-        "POST",
-        "/user/whatsapp/send",
-        Kind.SEND,
-        body=body,
-        sender_id=body["sender_id"],
-        recipient_phone=recipient_phone,
-    )
-
-
-def _send_freeform_request(sender_id: int | str, recipient_phone: str, message: str) -> ApiRequest:
-    body: dict[str, Any] = {
-        "sender_id": check_id(sender_id, "sender_id"),
-        "recipient_phone": check_phone(recipient_phone),
-        "message": check_message(message),
-    }
-    return ApiRequest(
-        "POST",
-        "/user/whatsapp/send-freeform",
-        Kind.SEND,
-        body=body,
-        sender_id=body["sender_id"],
-        recipient_phone=recipient_phone,
-    )
-
-
-def _data_list(request: ApiRequest, body: Any) -> list[dict[str, Any]]:
-    data = body.get("data")
-    if not isinstance(data, list):
-        raise _wrong_shape(request, body, "a list under 'data'")
-    return data
-
-
-def _with_session_status(request: ApiRequest, body: Any) -> dict[str, Any]:
-    if not isinstance(body.get("session_status"), Mapping):
-        raise _wrong_shape(request, body, "a 'session_status' object")
-    return dict(body)
-
-
-def _wrong_shape(request: ApiRequest, body: Any, expected: str) -> AutocallsAPIError:
-    return AutocallsAPIError(
-        f"{request.what} answered 200 without {expected}. The base URL may point at something other than "
-        "the Autocalls API; check the connection's host.",
-        status_code=200,
-        response_body=body,
-    )
