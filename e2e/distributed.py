@@ -110,7 +110,9 @@ class CeleryDeployment(Deployment):
     def start_worker(self, name: str) -> None:
         # Logs are read from the shared folder, so neither worker serves them (they'd share a port).
         hostname = f"{name}@127.0.0.1"
-        command = [str(self.bin / "airflow"), "celery", "worker", "--celery-hostname", hostname]
+        # The simulator plays a remote API, whose limiter never waits for our workers' CPU: on this one
+        # machine the workers (and their task processes) yield it to the simulator and the scheduler.
+        command = ["nice", "-n", "10", str(self.bin / "airflow"), "celery", "worker", "--celery-hostname", hostname]
         self.start(name, [*command, "--concurrency", str(WORKER_CONCURRENCY), "--skip-serve-logs"])
 
     def log_text(self, name: str) -> str:
