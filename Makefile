@@ -15,14 +15,15 @@ export UV_PYTHON_DOWNLOADS := never
 # Tests and the demo use a throw-away Airflow home, never ~/airflow.
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: help uv venv test test-all lint fmt typecheck unit demo e2e e2e-celery bench bench-smoke soak reliability dist dist-check lock clean
+.PHONY: help uv venv test test-all lint fmt typecheck unit demo e2e e2e-local e2e-celery bench bench-smoke soak reliability dist dist-check lock clean
 
 help:
 	@echo "make test      ruff, mypy and pytest on Airflow $(AIRFLOW) (AIRFLOW=2.11.2 for the other)"
 	@echo "make test-all  the same on every supported Airflow: $(AIRFLOW_VERSIONS)"
 	@echo "make demo      the example DAGs end to end against the bundled simulator (no API key)"
-	@echo "make e2e       Airflow 3 on PostgreSQL (scheduler, triggerer, ...), faults, and the UI in Chromium"
-	@echo "make e2e-celery  the same on the CeleryExecutor with Redis: two workers, one shared rate limit, StatsD"
+	@echo "make e2e       Airflow 3 on PostgreSQL, both parts below (about 8 minutes)"
+	@echo "make e2e-local   LocalExecutor: scheduler, triggerer, ..., faults, replies, the UI in Chromium"
+	@echo "make e2e-celery  CeleryExecutor with Redis: two workers, one shared rate limit, StatsD"
 	@echo "make bench     the benchmarks in benchmarks/, each printing its figures (bench-smoke: a short run)"
 	@echo "make reliability  every endpoint x every fault against the simulator; writes docs/reliability.md"
 	@echo "make soak      10,000 messages with faults and a SIGKILL; SOAK_N=1000 for a short one"
@@ -96,15 +97,18 @@ test-all:
 demo: venv
 	$(BIN)/python scripts/demo.py
 
-# A real deployment: needs root (or the packages already there) for Debian's postgresql and chromium.
-# E2E_AIRFLOW=3.4.0b2 runs it on the next Airflow's beta, whose UI can test a connection without a port.
+# Real deployments: needs root (or the packages already there) for Debian's postgresql, chromium and
+# redis-server. `make e2e` runs both of its parts: e2e-local (LocalExecutor: faults, replies, the UI)
+# and e2e-celery (the CeleryExecutor with Redis as broker and shared rate limit, two Celery workers,
+# StatsD on; two bulk sends and a mapped send with one key). E2E_AIRFLOW=3.4.0b2 runs them on the next
+# Airflow's beta, whose UI can test a connection without a port.
 E2E_AIRFLOW ?= 3.3.2
-e2e:
+e2e: e2e-local e2e-celery
+
+e2e-local:
 	$(MAKE) --no-print-directory venv AIRFLOW=$(E2E_AIRFLOW)
 	.venv/airflow-$(E2E_AIRFLOW)/bin/python -m e2e
 
-# The same deployment on the CeleryExecutor: Redis (Debian's redis-server) as broker and shared rate
-# limit, two Celery workers, StatsD on; two bulk sends and a mapped send with one key (e2e/distributed.py).
 e2e-celery:
 	$(MAKE) --no-print-directory venv AIRFLOW=$(E2E_AIRFLOW)
 	.venv/airflow-$(E2E_AIRFLOW)/bin/python -m e2e.distributed

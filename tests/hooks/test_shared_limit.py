@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -93,6 +94,67 @@ def test_processes_with_one_key_share_one_window(
     # last place (see _shared_limit._DESYNC), so one stray is tolerated. Unshared: see below.
     assert refused <= 1
     assert peak <= 6
+
+
+@needs_redis
+@pytest.mark.parametrize("on_event_loop", [False, True], ids=["threads", "event loop"])
+def test_a_caller_stalled_between_clock_and_redis_does_not_take_a_second_place(
+    redis_uri: str, on_event_loop: bool
+) -> None:
+    """
+    The window's last place, asked for by two processes in the worst order for a clock-stamped log.
+
+    A reads its clock and stalls (a busy machine: the OS ran something else) before its request
+    reaches Redis; meanwhile B reads a later clock and is granted the place. Without a turn held
+    from clock to verdict, A's entry, stamped earlier, does not count B's, and both are granted:
+    two requests in a window of one.
+    """
+    key = "stall-" + uuid.uuid4().hex
+    stalled, other = SharedWindow(redis_uri, key, 1, 1.0), SharedWindow(redis_uri, key, 1, 1.0)
+    read_clock = threading.Event()
+
+    def stall_after_reading(now: Callable[[], int]) -> Callable[[], int]:
+        def reading() -> int:
+            stamp = now()
+            read_clock.set()
+            time.sleep(0.3)
+            return stamp
+
+        return reading
+
+    verdicts: dict[str, float] = {}
+    if on_event_loop:
+
+        async def ask(window: SharedWindow, name: str, stall: bool) -> None:
+            if stall:
+                bucket = await window._async_bucket()
+                bucket.now = stall_after_reading(bucket.now)
+            else:
+                await asyncio.get_running_loop().run_in_executor(None, read_clock.wait)
+            verdicts[name] = await window.async_acquire()
+
+        def run(window: SharedWindow, name: str, stall: bool) -> None:
+            asyncio.run(ask(window, name, stall))
+    else:
+
+        def run(window: SharedWindow, name: str, stall: bool) -> None:
+            if stall:
+                bucket = window._sync_bucket()
+                bucket.now = stall_after_reading(bucket.now)
+            else:
+                read_clock.wait()
+            verdicts[name] = window.acquire()
+
+    threads = [
+        threading.Thread(target=run, args=(stalled, "A", True)),
+        threading.Thread(target=run, args=(other, "B", False)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    granted = sorted(name for name, wait in verdicts.items() if wait == 0)
+    assert granted == ["A"], verdicts
 
 
 def test_without_the_shared_window_processes_overrun_the_limit(remote_sim: str, remote: httpx.Client) -> None:

@@ -10,7 +10,14 @@ over a sorted set of timestamps (milliseconds, by the granting host's clock) tha
 only if fewer than ``capacity`` were granted in the last ``1 + margin`` seconds, and records it;
 the same window as the pacer's own (see :mod:`._pacing`), now across processes. It runs after the
 process's own pacer (even spacing), so it only settles contention between processes. Hosts'
-clocks must agree to well within the margin (NTP keeps them within milliseconds). ``pyrate-limiter``
+clocks must agree to well within the margin (NTP keeps them within milliseconds).
+
+The bucket stamps a request with its caller's clock, read before the script runs, and counts only
+entries stamped up to that reading. Two callers that read their clocks in one order and reach
+Redis in the other would both be granted the window's last place: the later one's entry is not
+counted by the earlier one. So each caller reads its clock and runs the script while holding a
+short Redis lock of the key (redis-py's ``Lock``): callers are granted in the order of their
+stamps. The lock expires by itself if its holder dies. ``pyrate-limiter``
 and ``redis`` are optional dependencies (the ``redis`` extra), imported only here, only when a
 backend is configured.
 
@@ -35,12 +42,13 @@ LOCAL: Final = "local"
 _REDIS_TIMEOUT: Final = 2.0
 # How soon a refused request asks again when the window's reset time is not known.
 _MIN_RETRY: Final = 0.005
-# The bucket counts entries stamped up to the request's own timestamp, read from the clock just
-# before its script runs: a process that read the clock later but ran first is not counted. That
-# race needs two processes between clock and script at once, which happens when all of them wait
-# for the same place in the window to free. Refused requests therefore wake at a random moment
-# within this many seconds after it frees, and rarely meet.
+# Refused requests wake at a random moment within this many seconds after the window frees a
+# place, so that the processes waiting for it do not all queue for the turn lock at once.
 _DESYNC: Final = 0.02
+# The turn lock is held for one clock reading and one script (about a millisecond); it expires by
+# itself after _TURN_TTL if its holder dies holding it, and a waiter polls it every _TURN_POLL.
+_TURN_TTL: Final = 1.0
+_TURN_POLL: Final = 0.001
 # Every so many granted requests, entries that left the window are removed; a key idle this long
 # (far longer than any window) expires.
 _LEAK_EVERY: Final = 20
@@ -107,19 +115,23 @@ class SharedWindow:
     def acquire(self) -> float:
         """Take a place in the shared window: return 0, or how long to wait before asking again."""
         from pyrate_limiter import RateItem
-        from redis.exceptions import NoScriptError, RedisError
+        from redis.exceptions import LockError, NoScriptError, RedisError
 
         try:
             with self._sync_lock:  # put() and waiting() read the bucket's last verdict
                 for attempt in (1, 2):
                     bucket = self._sync_bucket()
                     bucket.rates = self._rates()
-                    item = RateItem(self._name, bucket.now())
                     try:
-                        if bucket.put(item):
+                        with self._turn(bucket.redis):
+                            item = RateItem(self._name, bucket.now())
+                            granted = bucket.put(item)
+                        if granted:
                             self._tidy(bucket, item.timestamp)
                             return 0.0
                         return _seconds(bucket.waiting(item))
+                    except LockError:  # no turn within the Redis timeout: ask again shortly
+                        return _seconds(0)
                     except NoScriptError:  # Redis restarted and forgot the script: load it again
                         self._sync = None
                         if attempt == 2:
@@ -131,20 +143,27 @@ class SharedWindow:
     async def async_acquire(self) -> float:
         """:meth:`acquire` on an event loop, without blocking it."""
         from pyrate_limiter import RateItem
-        from redis.exceptions import NoScriptError, RedisError
+        from redis.exceptions import LockError, NoScriptError, RedisError
 
         try:
             for attempt in (1, 2):
                 bucket = await self._async_bucket()
                 bucket.rates = self._rates()
-                item = RateItem(self._name, bucket.now())
                 try:
-                    # No await between put() and waiting(): the verdict read is this call's own.
-                    if await bucket.put(item):
+                    async with self._turn(bucket.redis):
+                        item = RateItem(self._name, bucket.now())
+                        granted = await bucket.put(item)
+                        wait_ms = 0
+                        if not granted:
+                            # Nothing awaited between put() and waiting(): the verdict read is this call's own.
+                            wait = bucket.waiting(item)
+                            wait_ms = await wait if asyncio.iscoroutine(wait) else wait
+                    if granted:
                         await self._async_tidy(bucket, item.timestamp)
                         return 0.0
-                    wait = bucket.waiting(item)
-                    return _seconds(await wait if asyncio.iscoroutine(wait) else wait)
+                    return _seconds(wait_ms)
+                except LockError:
+                    return _seconds(0)
                 except NoScriptError:
                     self._async.pop(asyncio.get_running_loop(), None)
                     if attempt == 2:
@@ -177,6 +196,17 @@ class SharedWindow:
             with self._async_lock:
                 bucket = self._async.setdefault(loop, bucket)
         return bucket
+
+    def _turn(self, client: Any) -> Any:
+        """The key's turn lock (sync or async, as ``client`` is): held from clock reading to verdict."""
+        return client.lock(
+            self._name + ":turn",
+            timeout=_TURN_TTL,
+            sleep=_TURN_POLL,
+            blocking_timeout=_REDIS_TIMEOUT,
+            thread_local=False,  # one lock object per call; coroutines of one thread must not share a token
+            raise_on_release_error=False,  # held past its expiry: the verdict stands, nothing to undo
+        )
 
     def _tidy(self, bucket: Any, now: int) -> None:
         # An idle key expires (nothing in it counts by then); entries that left the window are
