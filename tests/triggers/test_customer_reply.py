@@ -266,7 +266,12 @@ def test_failing_polls_are_retried_and_never_fire(
         await w.polls(2)
 
     assert len(scenario(sim, watcher(), body)) == 1
-    assert [r["status"] for r in sim.requests[1:4]] == [status] * 3
+    # A busy machine can fit another good poll in before the fault is injected: the three failures
+    # are found where they came, one after the other.
+    statuses = [r["status"] for r in sim.requests]
+    first_failure = statuses.index(status)
+    assert statuses[first_failure : first_failure + 3] == [status] * 3
+    assert statuses.count(status) == 3
 
 
 def test_a_failing_first_poll_is_retried_too(make_conn: Callable[..., str], sim: AutocallsSimulator) -> None:
@@ -378,9 +383,11 @@ def test_watchers_of_one_sender_share_one_poll_loop(
     first_fired, second_fired = asyncio.run(main())
     assert (first_fired, sorted(second_fired)) == ([BEN], [BEN, CLEO])
     phones = [r["query"].get("recipient_phone") or r["path"] for r in sim.requests]
-    assert len(phones) == 12
-    for start in range(0, 12, 3):
-        assert len(set(phones[start : start + 3])) == 3  # one read of each recipient per round
+    # At least the 12 reads waited for; a busy machine may fit part of another round in before the
+    # cancel lands. Every whole round reads each of the three recipients once, not once per watcher.
+    assert len(phones) >= 12
+    for start in range(0, len(phones) - 2, 3):
+        assert len(set(phones[start : start + 3])) == 3
 
 
 def test_the_watch_budget_is_a_share_of_the_key_limit_and_the_smaller_share_wins() -> None:
