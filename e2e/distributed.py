@@ -112,7 +112,16 @@ class CeleryDeployment(Deployment):
         hostname = f"{name}@127.0.0.1"
         # The simulator plays a remote API, whose limiter never waits for our workers' CPU: on this one
         # machine the workers (and their task processes) yield it to the simulator and the scheduler.
-        command = ["nice", "-n", "10", str(self.bin / "airflow"), "celery", "worker", "--celery-hostname", hostname]
+        command = [
+            "nice",
+            "-n",
+            "10",
+            str(self.bin / "airflow"),
+            "celery",
+            "worker",
+            "--celery-hostname",
+            hostname,
+        ]
         self.start(name, [*command, "--concurrency", str(WORKER_CONCURRENCY), "--skip-serve-logs"])
 
     def log_text(self, name: str) -> str:
@@ -248,8 +257,18 @@ def one_run(
             f"{len(refused)} with 429"
         ),
     )
+    check(
+        counters.get("autocalls.retries", 0) == len(refused),
+        f"autocalls.retries counted {counters.get('autocalls.retries', 0)}; every one of {len(refused)} 429s is retried",
+    )
+    # Nothing in this run is refused, fails or is in doubt: those counters must not arrive at all.
+    for name in ("autocalls.failed", "autocalls.unknown", "autocalls.refused_before_send"):
+        check(
+            counters.get(name, 0) == 0, f"{name} counted {counters.get(name)} in a run where nothing failed"
+        )
     for name in ("autocalls.request_latency", "autocalls.pacer_wait"):
         check("ms" in metrics["types"].get(name, []), f"no {name} timer arrived")
+    check("g" in metrics["types"].get("autocalls.in_flight", []), "no autocalls.in_flight gauge arrived")
 
 
 def _succeeded(tis: list[dict[str, Any]], task_id: str) -> bool:
