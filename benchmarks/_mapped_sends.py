@@ -31,8 +31,6 @@ from typing import Any
 
 from _sim_control import connection
 
-# Imported in the forkserver, so that each task's process starts with Airflow loaded, as a
-# LocalExecutor's forked task process does (and not with a pacer: none exists before a send).
 from airflow_provider_autocalls.operators.autocalls import SendTemplateOperator
 
 #: Airflow's default ``[core] max_active_tasks_per_dag``: task instances of one DAG run at once.
@@ -60,7 +58,10 @@ def run_mapped(
 ) -> dict[str, int]:
     """Send to each of ``phones`` as a mapped task instance of its own; count the outcomes."""
     processes = multiprocessing.get_context("forkserver")
-    processes.set_forkserver_preload([__name__])  # takes effect when the server starts (the first run)
+    # What a LocalExecutor's task process has loaded when it forks: Airflow, the DAG's operators and
+    # httpx (Airflow 3's task runner talks to the API server with it). Installed modules only: the
+    # server does not get this folder on its path. Takes effect when the server starts (first run).
+    processes.set_forkserver_preload([SendTemplateOperator.__module__, "httpx"])
     conn = connection(url, key, rate)
     jobs = [(conn, phone, index, run_id, ledger) for index, phone in enumerate(phones)]
     with processes.Pool(MAX_ACTIVE_TASKS, maxtasksperchild=1) as pool:
