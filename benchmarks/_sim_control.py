@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import random
@@ -82,18 +83,19 @@ class Seen:
         return self.refused / total if total else 0.0
 
 
-def seen(ctl: httpx.Client) -> Seen:
+def seen(ctl: httpx.Client, rate: float = RATE) -> Seen:
+    """What the simulator saw of the sends since its last reset, at its limit of ``rate`` per second."""
     records = [r for r in ctl.get("/_sim/requests").json()["requests"] if r["endpoint"] == "send_template"]
     accepted = sorted(r["arrived"] for r in records if r["status"] == 200)
     refused = sum(r["status"] == 429 for r in records)
     # The window lets its first floor(rate) requests through at once, so the rate is taken from
     # the end of the first window's worth to the last arrival: for evenly spaced arrivals this is
     # (n - 1) / span, and a burst at the start cannot lift it above the limit.
-    first = min(math.floor(RATE), len(accepted)) - 1
+    first = min(math.floor(rate), len(accepted)) - 1
     span = accepted[-1] - accepted[first] if len(accepted) > first + 1 else 0.0
     achieved = (len(accepted) - 1 - first) / span if span > 0 else 0.0
     arrived = sorted(r["arrived"] for r in records)
-    peak = max((sum(1 for t in arrived if x - 1 < t <= x) for x in arrived), default=0)
+    peak = max((i + 1 - bisect.bisect_right(arrived, x - 1) for i, x in enumerate(arrived)), default=0)
     per_recipient = Counter(r["json"]["recipient_phone"] for r in records if r["status"] == 200)
     duplicates = sum(count - 1 for count in per_recipient.values())
     return Seen(len(accepted), refused, achieved, peak, duplicates, len(per_recipient))

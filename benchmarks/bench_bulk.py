@@ -74,21 +74,15 @@ def segment(path: Path, size: int) -> str:
 
 
 def rate_case(size: int, limit: float, work: Path) -> None:
-    from datetime import datetime
+    """The operator against the simulator in its own process, at ``limit``, answering at once."""
+    from airflow_provider_autocalls.testing.process import simulator_process
 
-    from airflow_provider_autocalls.testing import AutocallsSimulator
-
-    with AutocallsSimulator(rate_limit=limit) as sim:
-        summary = run_bulk(sim.url, sim.api_key, limit, segment(work / f"rate-{size}.jsonl", size), str(work))
-        times = [
-            datetime.fromisoformat(r["at"]).timestamp()
-            for r in sim.requests
-            if r["endpoint"] == "send_template"
-        ]
-        achieved = (len(times) - 1) / (times[-1] - times[0])
+    with simulator_process(rate_limit=limit) as url, control(url) as ctl:
+        summary = run_bulk(url, "sim-key", limit, segment(work / f"rate-{size}.jsonl", size), str(work))
+        result = seen(ctl, limit)
         print(
-            f"bulk rate: {summary['sent']}/{size} sent at a {limit:g}/s limit: {achieved:.3f} msg/s = "
-            f"{achieved / limit:.3f} of the limit (goal >= 0.95); 429s: {sim.rate_limited_count} (goal 0)",
+            f"bulk rate: {summary['sent']}/{size} sent at a {limit:g}/s limit: {result.achieved:.3f} msg/s = "
+            f"{result.ratio(limit):.3f} of the limit (goal >= 0.95); 429s: {result.refused} (goal 0)",
             flush=True,
         )
 
