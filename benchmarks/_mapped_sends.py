@@ -7,7 +7,7 @@ that has already imported Airflow, and runs at most ``[core] max_active_tasks_pe
 default) task instances of one DAG at a time.
 
 The model: a pool of 16 processes forked from a server process that imported the operator and
-nothing else (multiprocessing's "forkserver"), one fresh process for every task instance
+httpx and nothing else (multiprocessing's "forkserver"), one fresh process for every task instance
 (``maxtasksperchild=1``). Each runs the real operator's ``execute()`` for its recipient: the
 checks, the template check (one read of the sender's templates, as ``check_template`` does by
 default), the claim in the task instance's ledger (in a temporary folder), the send. Each process
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections import Counter
 from types import SimpleNamespace
 from typing import Any
 
@@ -66,7 +67,4 @@ def run_mapped(
     jobs = [(conn, phone, index, run_id, ledger) for index, phone in enumerate(phones)]
     with processes.Pool(MAX_ACTIVE_TASKS, maxtasksperchild=1) as pool:
         outcomes = pool.map(_task_instance, jobs, chunksize=1)
-    counts: dict[str, int] = {}
-    for outcome in outcomes:
-        counts[outcome] = counts.get(outcome, 0) + 1
-    return counts
+    return dict(Counter(outcomes))
