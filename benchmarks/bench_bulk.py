@@ -1,11 +1,24 @@
 """
-Bulk sending: rate against the limit, and memory against the number of recipients.
+Bulk sending: rate against the limit, at real send latencies against the alternatives, and memory.
 
 1. rate: 1,000 recipients at the simulator's 5 req/s limit, and 5,000 at 50 req/s, through
    BulkSendTemplateOperator. Achieved rate / limit (goal >= 0.95) and the simulator's 429 count
-   (goal 0). ``--quick`` sends a tenth of that.
-2. memory: peak RSS of a bulk send from a 100,000-row file against one from a 1,000-row file, each
+   (goal 0).
+2. latency: 40 recipients at 5 req/s, the simulator (in its own process, strict sliding one-second
+   window) answering each send after 0, 0.2, 0.5, 1.0 or 2.0 s, or after a delay drawn between
+   0.2 and 1.5 s. Four ways side by side, in one run: ``BulkSendTemplateOperator`` with one send in
+   flight (``max_in_flight=1``, the first wave's way); ``BulkSendTemplateOperator`` as it is; a
+   mapped ``SendTemplateOperator``, one task instance per recipient, run as a LocalExecutor runs
+   them (``_mapped_sends`` says how, and what that model leaves out); and a loop a user might write
+   in a task instead, ``AutocallsHook.send_template`` then ``time.sleep(1 / rate)`` (the hook paces
+   too, and retries a 429). Each cell: accepted sends per second as the simulator saw them arrive,
+   over the limit (goal for the operator as it is: >= 0.95), the share of sends answered 429 (goal
+   <= 0.5 %), the duplicates (goal 0) and the recipients never sent, if any.
+3. memory: peak RSS of a bulk send from a 100,000-row file against one from a 1,000-row file, each
    in a fresh process, the simulator in another (goal: the difference under 20 MB).
+
+``--quick`` (CI's smoke run; its figures mean little): 25 and 125 recipients for the rate, 8
+recipients at 0.5 s latency only for the four ways, 2,000 rows against 1,000 for memory.
 """
 
 from __future__ import annotations
@@ -17,22 +30,28 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from _sim_control import LATENCIES, PHONE_BASE, RATE, connection, control, prepare, seen, sleep_loop
+
 QUICK = "--quick" in sys.argv
-# The figures are the output; the operator's progress lines would drown them.
-os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+# The figures are the output; the operator's progress lines (and its warning that execute() runs
+# outside Airflow's task runner) would drown them.
+os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "ERROR")
 
 
 def run_bulk(
     url: str, key: str, rate: float, recipients_file: str, ledger: str, max_in_flight: int | None = None
 ) -> dict[str, Any]:
-    os.environ["AIRFLOW_CONN_AUTOCALLS_DEFAULT"] = json.dumps(
-        {"conn_type": "autocalls", "host": url, "password": key, "extra": {"rate_limit": rate}}
-    )
+    os.environ["AIRFLOW_CONN_AUTOCALLS_DEFAULT"] = connection(url, key, rate)
+    from airflow_provider_autocalls.hooks._pacing import forget_pacers
     from airflow_provider_autocalls.operators.autocalls import BulkSendTemplateOperator
+
+    # A fresh pacer, as in a task's fresh process: one key's pacer keeps the lowest rate it was given.
+    forget_pacers()
 
     operator = BulkSendTemplateOperator(
         task_id="bulk",
@@ -55,57 +74,82 @@ def segment(path: Path, size: int) -> str:
 
 
 def rate_case(size: int, limit: float, work: Path) -> None:
-    from datetime import datetime
+    """The operator against the simulator in its own process, at ``limit``, answering at once."""
+    from airflow_provider_autocalls.testing.process import simulator_process
 
-    from airflow_provider_autocalls.testing import AutocallsSimulator
-
-    with AutocallsSimulator(rate_limit=limit) as sim:
-        summary = run_bulk(sim.url, sim.api_key, limit, segment(work / f"rate-{size}.jsonl", size), str(work))
-        times = [
-            datetime.fromisoformat(r["at"]).timestamp()
-            for r in sim.requests
-            if r["endpoint"] == "send_template"
-        ]
-        achieved = (len(times) - 1) / (times[-1] - times[0])
+    with simulator_process(rate_limit=limit) as url, control(url) as ctl:
+        summary = run_bulk(url, "sim-key", limit, segment(work / f"rate-{size}.jsonl", size), str(work))
+        result = seen(ctl, limit)
         print(
-            f"bulk rate: {summary['sent']}/{size} sent at a {limit:g}/s limit: {achieved:.3f} msg/s = "
-            f"{achieved / limit:.3f} of the limit (goal >= 0.95); 429s: {sim.rate_limited_count} (goal 0)",
+            f"bulk rate: {summary['sent']}/{size} sent at a {limit:g}/s limit: {result.achieved:.3f} msg/s = "
+            f"{result.ratio(limit):.3f} of the limit (goal >= 0.95); 429s: {result.refused} (goal 0)",
             flush=True,
         )
 
 
-def latency_case(size: int, work: Path) -> None:
-    """The operator at the API's 5/s, one send in flight (the first wave's way) against its pipeline."""
-    import random
-    from datetime import datetime
+def latency_case(size: int, latencies: list[tuple[str, float | tuple[float, float]]], work: Path) -> None:
+    """
+    The same recipients at the API's 5/s, each send answered after a delay, four ways side by side:
+    the operator with one send in flight (the first wave's way), the operator as it is, a mapped
+    ``SendTemplateOperator`` (see ``_mapped_sends``) and a ``time.sleep(1 / rate)`` loop over the hook.
+    """
+    from _mapped_sends import MAX_ACTIVE_TASKS, run_mapped
 
-    from airflow_provider_autocalls.testing import AutocallsSimulator, Fault
+    from airflow_provider_autocalls.hooks._pacing import forget_pacers
+    from airflow_provider_autocalls.testing.process import simulator_process
 
-    limit = 5.0
-    print(f"bulk latency: {size} recipients at {limit:g}/s; achieved / limit (429s)", flush=True)
-    print("| send latency | one in flight | max_in_flight default |", flush=True)
-    print("|---|---|---|", flush=True)
-    for latency in (0.0, 0.2, 0.5, 1.0, 2.0, "0.2-1.5"):
-        cells = []
-        for in_flight in (1, None):
-            draw = random.Random(7)
-            with AutocallsSimulator(rate_limit=limit) as sim:
-                for _ in range(size):
-                    delay = draw.uniform(0.2, 1.5) if isinstance(latency, str) else latency
-                    if delay:
-                        sim.inject(Fault(endpoint="send_template", delay=delay))
-                file = segment(work / f"latency-{size}.jsonl", size)
-                run_bulk(sim.url, sim.api_key, limit, file, str(work / f"l{time.time_ns()}"), in_flight)
-                # The rate the API saw: requests as they arrived, first to last.
-                times = sorted(
-                    datetime.fromisoformat(r["at"]).timestamp()
-                    for r in sim.requests
-                    if r["endpoint"] == "send_template"
-                )
-                achieved = (len(times) - 1) / (times[-1] - times[0])
-                cells.append(f"{achieved / limit:.2f} ({sim.rate_limited_count})")
-        label = f"{latency} s" if isinstance(latency, str) else f"{latency:g} s"
-        print(f"| {label} | {cells[0]} | {cells[1]} |", flush=True)
+    key = "sim-key"
+    phones = [f"+{PHONE_BASE + n}" for n in range(size)]
+    with (work / "latency.jsonl").open("w") as f:
+        f.writelines(json.dumps({"recipient_phone": phone}) + "\n" for phone in phones)
+    recipients_file = str(work / "latency.jsonl")
+
+    def mapped(url: str, ledger: str) -> None:
+        run_mapped(url, key, RATE, phones, ledger, run_id=f"r{time.time_ns()}")
+
+    def hook_sleep_loop(url: str, ledger: str) -> None:
+        from airflow_provider_autocalls.hooks.autocalls import AutocallsHook
+
+        os.environ["AIRFLOW_CONN_AUTOCALLS_DEFAULT"] = connection(url, key, RATE)
+        hook = AutocallsHook()
+        sleep_loop(
+            lambda n: hook.send_template(sender_id=12, template_id=46, recipient_phone=phones[n]), size
+        )
+
+    approaches: list[tuple[str, Callable[[str, str], object]]] = [
+        (
+            "one in flight (`max_in_flight=1`)",
+            lambda url, ledger: run_bulk(url, key, RATE, recipients_file, ledger, 1),
+        ),
+        ("`BulkSendTemplateOperator`", lambda url, ledger: run_bulk(url, key, RATE, recipients_file, ledger)),
+        (f"mapped `SendTemplateOperator`, {MAX_ACTIVE_TASKS} at once", mapped),
+        ("`sleep(1 / rate)` loop over the hook", hook_sleep_loop),
+    ]
+    print(
+        f"bulk latency: {size} recipients at a {RATE:g}/s strict sliding window; achieved / limit "
+        "(share of sends answered 429, duplicates; recipients not sent, if any)",
+        flush=True,
+    )
+    header = ["send latency", *(name for name, _ in approaches)]
+    rows = []
+    with simulator_process(rate_limit=RATE, api_key=key) as url, control(url) as ctl:
+        for label, latency in latencies:
+            row = [label]
+            for _name, run in approaches:
+                forget_pacers()  # every cell starts with a fresh pacer
+                # A send may be answered 429 and go again (up to 4 times each): each attempt its delay.
+                prepare(ctl, latency, size * 4)
+                run(url, str(work / f"ledger-{time.time_ns()}"))
+                result = seen(ctl)
+                cell = f"{result.ratio():.3f} ({result.refused_share:.1%}, {result.duplicates} dup"
+                unsent = size - result.recipients
+                row.append(cell + (f"; {unsent} not sent)" if unsent else ")"))
+            rows.append(row)
+            print("  " + " | ".join(row), flush=True)
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |", flush=True)
 
 
 def memory_child(url: str, key: str, size: int, work: str) -> None:
@@ -148,7 +192,7 @@ def memory_case(work: Path) -> None:
 
     with simulator_process(rate_limit=0) as url:
         peaks = {}
-        for size in (1_000, 10_000 if QUICK else 100_000):
+        for size in (1_000, 2_000 if QUICK else 100_000):
             out = subprocess.run(
                 [sys.executable, __file__, "--memory-child", url, "sim-key", str(size), str(work)],
                 capture_output=True,
@@ -174,10 +218,13 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="autocalls-bench-") as tmp:
         work = Path(tmp)
-        scale = 10 if QUICK else 1
+        scale = 40 if QUICK else 1
         rate_case(1_000 // scale, 5.0, work)
         rate_case(5_000 // scale, 50.0, work)
-        latency_case(8 if QUICK else 40, work)
+        if QUICK:
+            latency_case(8, [LATENCIES[2]], work)
+        else:
+            latency_case(40, LATENCIES, work)
         memory_case(work)
 
 

@@ -39,21 +39,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-from _sim_control import RATE, SEND, Seen, control, prepare, seen, template_send
+from _sim_control import LATENCIES, RATE, SEND, Seen, control, prepare, seen, sleep_loop, template_send
 
 QUICK = "--quick" in sys.argv
 _args = [a for a in sys.argv[1:] if not a.startswith("--")]
 N = int(_args[0]) if _args else 60
 N_SERIAL = max(6, N // 3)
 IN_FLIGHT = 16  # enough for 5/s at 2 s latency (10 in flight) with room for jitter
-LATENCIES: list[tuple[str, float | tuple[float, float]]] = [
-    ("0 s", 0.0),
-    ("0.2 s", 0.2),
-    ("0.5 s", 0.5),
-    ("1.0 s", 1.0),
-    ("2.0 s", 2.0),
-    ("0.2-1.5 s", (0.2, 1.5)),
-]
 if QUICK:
     LATENCIES = [LATENCIES[0], LATENCIES[2]]
 os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "ERROR")
@@ -130,12 +122,15 @@ def through_hook(url: str, sends: int, in_flight: int, old_rule: bool, offset: i
         list(pool.map(send, range(offset, offset + sends)))
 
 
-def sleep_loop(url: str, sends: int, offset: int) -> None:
+def httpx_sleep_loop(url: str, sends: int, offset: int) -> None:
+    """The sleep loop with httpx: a send answered 429 goes again after its ``Retry-After``."""
     with httpx.Client(base_url=url, headers={"Authorization": "Bearer sim-key"}, timeout=30) as client:
-        for n in range(offset, offset + sends):
+
+        def send(n: int) -> None:
             while (answer := client.post(SEND, json=template_send(n))).status_code == 429:
                 time.sleep(float(answer.headers.get("Retry-After", "1")))
-            time.sleep(1 / RATE)
+
+        sleep_loop(send, sends, offset)
 
 
 def cell(ctl: httpx.Client, latency: float | tuple[float, float], sends: int, run: Any) -> Seen:
@@ -164,7 +159,7 @@ def main() -> None:
                 (N, lambda o: through_hook(url, N, IN_FLIGHT, True, o)),
                 (N_SERIAL, lambda o: through_hook(url, N_SERIAL, 1, False, o)),
                 (N, lambda o: through_hook(url, N, IN_FLIGHT, False, o)),
-                (N_SERIAL, lambda o: sleep_loop(url, N_SERIAL, o)),
+                (N_SERIAL, lambda o: httpx_sleep_loop(url, N_SERIAL, o)),
             ]
             row = [label]
             for sends, run in runs:
