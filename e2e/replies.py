@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy
 
+from e2e.airflow_api import AirflowAPI
 from e2e.deployment import Deployment, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,10 +67,10 @@ class Watch:
     What the example's runs did for the customers' messages, checked as they come.
 
     :param d: the deployment.
-    :param api: the signed-in REST client (``AirflowAPI``).
+    :param api: the signed-in REST client.
     """
 
-    def __init__(self, d: Deployment, api: Any) -> None:
+    def __init__(self, d: Deployment, api: AirflowAPI) -> None:
         self.d = d
         self.api = api
         #: Per customer, the messages that must have started a run (each once).
@@ -216,7 +217,7 @@ class Watch:
 
 
 def customer_replies(
-    api: Any, d: Deployment, kill_triggerer: TriggererKill, written_before: float
+    api: AirflowAPI, d: Deployment, kill_triggerer: TriggererKill, written_before: float
 ) -> dict[str, Any]:
     """
     Example 6 end to end: C's message from before the watcher started never fires; A writes, then
@@ -282,10 +283,14 @@ def customer_replies(
         "triggerer restarted": round(restarted - written[B], 2),
         "first poll after the restart": round(first_poll - written[B], 2),
     }
+    cursor = watch.cursors()[B]["last_customer_message_at"]
+    assert cursor == result["triggerer_kill"][0]["last_customer_message_at"], (
+        f"B's cursor after the restart: {cursor}"
+    )
     result["triggerer_kill_fault"] = {
         "new_job": fault["new_job"],
         "polls_while_down": while_down,
-        "cursor_after": watch.cursors()[B],
+        "cursor_after": cursor,
     }
     from_poll = timeline["run started"] - timeline["first poll after the restart"]
     assert from_poll <= RUN_START_LIMIT - POLL_INTERVAL, (
