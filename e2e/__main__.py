@@ -9,9 +9,15 @@ Then, through Airflow's REST API:
    customer once the trigger is polling in the triggerer;
 2. the same with the triggerer SIGKILLed while the sensor is deferred, then started again;
 3. the same with the scheduler SIGKILLed while the sensor is deferred, then started again;
-4. example 3 mapped over 50 recipients;
-5. the provider in ``airflow providers list`` and in ``/api/v2/providers``;
-6. the connection form in headless Chromium.
+4. example 6 (``CustomerReplyTrigger`` in an asset watcher, e2e/replies.py): a message from before
+   the watcher's first poll starts nothing; one customer writes: one run, within poll_interval +
+   10 s, and one follow-up to that customer; three write: three runs, one follow-up each; nobody
+   writes for two poll intervals: no run; the triggerer SIGKILLed, a customer writes while it is
+   down, it restarts: one run for that message (its cursor was in the asset state store) and none
+   for the messages already handled;
+5. example 3 mapped over 50 recipients;
+6. the provider in ``airflow providers list`` and in ``/api/v2/providers``;
+7. the connection form in headless Chromium.
 
 Every stage prints its time; everything started is stopped at the end, pass or fail, and the
 logs of each component stay in build/e2e/logs. Exits 1 if any check fails.
@@ -44,6 +50,7 @@ from e2e.deployment import (
     clean_up_earlier_runs,
     wait_until,
 )
+from e2e.replies import REPLIES_DAG, customer_replies, dag_source, print_timelines, write_before_watching
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "build" / "e2e"
@@ -115,6 +122,7 @@ def deployment_dags() -> dict[str, str]:
             assert "poke_interval=30" in source, "example 2 no longer polls every 30 s; update e2e"
             source = source.replace("poke_interval=30", f"poke_interval={POKE_INTERVAL}")
         sources[f"{dag_id}.py"] = source
+    sources[f"{REPLIES_DAG}.py"] = dag_source()
     return sources
 
 
@@ -387,6 +395,7 @@ def main() -> int:
             d.airflow("db", "migrate")
         with stage("start simulator, api-server, scheduler, dag-processor, triggerer"):
             d.start_simulator()
+            written_before_watching = write_before_watching(d)
             for component in AIRFLOW_COMPONENTS:
                 d.start(component)
             api = AirflowAPI(d.api_url, ADMIN_USER, d.admin_password)
@@ -394,7 +403,7 @@ def main() -> int:
             # Through the API, so the key is on no command line and in no log.
             api.add_connection("autocalls_default", "autocalls", f"{d.sim_url}/api", d.sim_key)
             api.wait_healthy(("metadatabase", "scheduler", "triggerer", "dag_processor"), timeout=120)
-            for dag_id in (FOLLOWUP_DAG, SEGMENT_DAG):
+            for dag_id in (FOLLOWUP_DAG, SEGMENT_DAG, REPLIES_DAG):
                 api.wait_dag(dag_id, timeout=120)
             print(f"  Airflow on {d.api_url}, simulator on {d.sim_url}")
         with stage("providers and connection test: CLI and REST API"):
@@ -413,6 +422,13 @@ def main() -> int:
             phone = "+14155559003"
             results["scheduler_kill"] = reply_followup(
                 api, d, phone, kill_and_restart(d, "scheduler", phone, api)
+            )
+        with stage("example 6: customers write in -> asset watcher -> one run and follow-up each"):
+            results["customer_replies"] = customer_replies(
+                api,
+                d,
+                lambda phone: kill_and_restart(d, "triggerer", phone, api)(),
+                written_before_watching,
             )
         with stage(f"example 3 mapped over {SEGMENT_SIZE} recipients"):
             results["segment"] = mapped_segment(api, d)
@@ -455,6 +471,7 @@ def main() -> int:
             print(f"\n{key} timeline (s after the trigger call):")
             for event, seconds in results[key]["timeline_s"].items():
                 print(f"  {seconds:6.2f}  {event}")
+    print_timelines(results.get("customer_replies", {}))
     summary = {"stage_times_s": {k: round(v, 1) for k, v in stage_times.items()}, "total_s": round(total, 1)}
     (OUT / "summary.json").write_text(json.dumps({**summary, **results}, indent=2, default=str))
     if not failed:  # on a failure the Airflow home and DAG files stay for reading, next to the logs
