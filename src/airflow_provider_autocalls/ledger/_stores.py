@@ -82,9 +82,14 @@ class FolderStore:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._ready = True
 
+    def _path(self, name: str) -> str:
+        # A plain string: pathlib interns every name it parses, and a bulk send's ledger names
+        # several files per recipient, so an interned table would grow with the segment.
+        return os.path.join(self.location, name)
+
     def create(self, name: str, record: Mapping[str, Any]) -> bool:
         self._prepare()
-        draft = self.folder / f".{name}.{uuid.uuid4().hex}.draft"
+        draft = self._path(f".{name}.{uuid.uuid4().hex}.draft")
         fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.write(fd, _encoded(record))
@@ -92,13 +97,13 @@ class FolderStore:
         finally:
             os.close(fd)
         try:
-            os.link(draft, self.folder / (name + SUFFIX))
+            os.link(draft, self._path(name + SUFFIX))
         except FileExistsError:
             return False
         finally:
-            draft.unlink()
+            os.unlink(draft)
         # The name itself must survive a crash too, or a claim could vanish with the power.
-        folder_fd = os.open(self.folder, os.O_RDONLY)
+        folder_fd = os.open(self.location, os.O_RDONLY)
         try:
             os.fsync(folder_fd)
         finally:
@@ -117,7 +122,8 @@ class FolderStore:
 
     def read(self, name: str) -> dict[str, Any] | None:
         try:
-            return _decoded((self.folder / (name + SUFFIX)).read_bytes())
+            with open(self._path(name + SUFFIX), "rb") as record:
+                return _decoded(record.read())
         except FileNotFoundError:
             return None
 
