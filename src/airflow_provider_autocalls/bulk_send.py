@@ -31,9 +31,9 @@ from airflow_provider_autocalls.bulk import (
     write_report,
 )
 from airflow_provider_autocalls.bulk import phone_key as phone_int
+from airflow_provider_autocalls.bulk_stop_rules import Sent, Tally
 from airflow_provider_autocalls.exceptions import (
     AutocallsError,
-    AutocallsServerError,
     AutocallsValidationError,
     InvalidPhoneError,
     SendOutcomeUnknownError,
@@ -45,10 +45,6 @@ from airflow_provider_autocalls.templates import TemplateSpec
 
 #: Errors about one row (its phone, its variables): that row fails, the others go on.
 ROW_ERRORS = (InvalidPhoneError, TemplateMismatchError)
-#: Sends in a row that ended in doubt before a bulk send stops (the API is failing).
-MAX_IN_DOUBT_IN_A_ROW = 3
-#: Rows in a row refused with the same error code before a bulk send stops (the cause is shared).
-SAME_ERROR_IN_A_ROW = 10
 #: Sends kept in flight when the operator is not told: enough for ~3 s of latency at the rate limit.
 IN_FLIGHT_SECONDS = 3.0
 
@@ -66,69 +62,6 @@ class Settings:
     max_in_flight: int = 1
     #: The template as the API lists it, to check every row's variables against (None: unchecked).
     template: TemplateSpec | None = None
-
-
-@dataclass
-class _Sent:
-    """What one send did (made in a worker thread, counted in the task's own)."""
-
-    row: Row
-    state: State | None
-    error_code: str | None = None
-    skipped: str | None = None
-    stop: BaseException | None = None
-    lost_claim: bool = False
-
-
-@dataclass
-class _Tally:
-    """The running counts that decide whether a bulk send stops early."""
-
-    failures: int
-    limit: float | None
-    max_failures: float | None
-    attempted: int = 0
-    failed_here: int = 0
-    in_doubt_in_a_row: int = 0
-    same_error_in_a_row: int = 0
-    last_error_code: str | None = None
-    stop: BaseException | None = None
-
-    def add(self, sent: _Sent) -> None:
-        if sent.stop is not None and self.stop is None:
-            self.stop = sent.stop
-        if sent.state is None:
-            return
-        self.attempted += 1
-        failed = sent.state in (State.FAILED, State.UNKNOWN)
-        self.failures += failed
-        self.failed_here += failed
-        self.in_doubt_in_a_row = self.in_doubt_in_a_row + 1 if sent.state is State.UNKNOWN else 0
-        repeated = sent.state is State.FAILED and sent.error_code == self.last_error_code
-        self.same_error_in_a_row = (
-            self.same_error_in_a_row + 1 if repeated else int(sent.state is State.FAILED)
-        )
-        self.last_error_code = sent.error_code if sent.state is State.FAILED else None
-        if self.stop is not None:
-            return
-        if self.limit is not None and self.failures > self.limit:
-            self.stop = AirflowFailException(
-                f"{self.failures} recipients failed, more than max_failures={self.max_failures}."
-            )
-        elif self.same_error_in_a_row >= SAME_ERROR_IN_A_ROW:
-            # Every row refused for the same reason: a shared variable or the template is wrong.
-            self.stop = AirflowFailException(
-                f"{self.same_error_in_a_row} sends in a row were refused with {self.last_error_code}; stopping "
-                "before the rest meet the same refusal. See the report's reason column, fix the cause, and "
-                "retry with resend_failed=True."
-            )
-        elif self.in_doubt_in_a_row >= MAX_IN_DOUBT_IN_A_ROW:
-            # The API is failing: every further send would be one more message in doubt.
-            self.stop = AutocallsServerError(
-                f"{self.in_doubt_in_a_row} sends in a row ended without a readable answer; stopping so that no "
-                "more messages end in doubt. A retry of the task resumes with the recipients not yet sent to.",
-                status_code=0,
-            )
 
 
 @dataclass
@@ -309,7 +242,7 @@ class BulkSend:
         of completion, and the first reason to stop ends the submitting (sends in flight finish).
         """
         # Failures of earlier tries count too: max_failures is about the task instance, not one try.
-        tally = _Tally(
+        tally = Tally(
             failures=sum(
                 1
                 for newest in earlier.values()
@@ -318,7 +251,7 @@ class BulkSend:
             limit=self._failure_limit(len(first_line)),
             max_failures=self.settings.max_failures,
         )
-        in_flight: set[Future[_Sent]] = set()
+        in_flight: set[Future[Sent]] = set()
         with ThreadPoolExecutor(self.settings.max_in_flight, thread_name_prefix="autocalls-bulk") as pool:
             try:
                 for row in self._rows_to_send(first_line, earlier):
@@ -340,7 +273,7 @@ class BulkSend:
             )
         return tally.stop
 
-    def _count(self, done: set[Future[_Sent]], tally: _Tally, progress: Progress) -> None:
+    def _count(self, done: set[Future[Sent]], tally: Tally, progress: Progress) -> None:
         for future in done:
             sent = future.result()
             if sent.skipped is not None:
@@ -371,7 +304,7 @@ class BulkSend:
             if newest is None or self._sendable_again(newest):
                 yield row
 
-    def _send_one(self, row: Row, newest: tuple[int, State] | None) -> _Sent:
+    def _send_one(self, row: Row, newest: tuple[int, State] | None) -> Sent:
         """Send to one recipient (in a worker thread); say what happened."""
         gen = newest[0] + 1 if newest else 0
         claim = self.ledger.new_claim(
@@ -385,17 +318,17 @@ class BulkSend:
                 )
         except ClaimTakenError:
             # The try holding the claim reports this recipient; this one only counts it.
-            return _Sent(row, None, lost_claim=True)
+            return Sent(row, None, lost_claim=True)
         except SendOutcomeUnknownError:
-            return _Sent(row, State.UNKNOWN)
+            return Sent(row, State.UNKNOWN)
         except ROW_ERRORS as error:
-            return _Sent(row, State.FAILED, error_code=error.error_code)
+            return Sent(row, State.FAILED, error_code=error.error_code)
         except AutocallsError as error:
             # Not about this row: every other recipient would get the same answer. Nothing was sent;
             # stop, and retry later (sender offline, no balance, API unreachable) or fail now.
             stop = error if error.retryable else AirflowFailException(f"{type(error).__name__}: {error}")
-            return _Sent(row, None, skipped=_not_attempted_reason(error), stop=stop)
-        return _Sent(row, State.SENT)
+            return Sent(row, None, skipped=_not_attempted_reason(error), stop=stop)
+        return Sent(row, State.SENT)
 
     def _not_attempted(self, row: Row, stop: BaseException) -> None:
         self.skipped.add(row.line, row.phone, _not_attempted_reason(stop))
