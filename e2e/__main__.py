@@ -375,12 +375,7 @@ def browser(api: AirflowAPI, d: Deployment) -> dict[str, Any]:
 
 def main() -> int:
     started = time.monotonic()
-    OUT.mkdir(parents=True, exist_ok=True)
-    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
-        signal.signal(signum, _interrupt)
-    signal.alarm(TIME_LIMIT)
-    for leftover in clean_up_earlier_runs():
-        print(f"cleaned up after an earlier run: {leftover}")
+    begin(OUT, TIME_LIMIT, "e2e-local")
     failed = False
     d: Deployment | None = None
     api: AirflowAPI | None = None
@@ -449,18 +444,7 @@ def main() -> int:
         if api is not None:
             api.close()
         if d is not None:
-            with stage("stop everything"):
-                problems = d.stop()
-                for problem in problems:
-                    print(f"  {problem}")
-                failed |= bool(problems)
-                results["cleanup_problems"] = problems
-            with stage("secrets: none in any log"):
-                leaks = leaked_secrets(d)
-                for leak in leaks:
-                    print(f"  {leak}")
-                failed |= bool(leaks)
-                results["secret_leaks"] = leaks
+            failed |= not wind_down(d, results)
     total = time.monotonic() - started
     print("\nStage times:")
     for name, seconds in stage_times.items():
@@ -480,6 +464,37 @@ def main() -> int:
     return 1 if failed else 0
 
 
+def begin(out: Path, time_limit: int, target: str) -> None:
+    """Before a run: its output folder, a time limit and signals that end it in order, no leftovers."""
+    out.mkdir(parents=True, exist_ok=True)
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGALRM:
+            raise TimeoutError(f"make {target} took over {time_limit} s")
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
+        signal.signal(signum, interrupt)
+    signal.alarm(time_limit)
+    for leftover in clean_up_earlier_runs():
+        print(f"cleaned up after an earlier run: {leftover}")
+
+
+def wind_down(d: Deployment, results: dict[str, Any]) -> bool:
+    """Stop everything, then scan every log for secrets; whether both went clean (noted in ``results``)."""
+    with stage("stop everything"):
+        problems = d.stop()
+        for problem in problems:
+            print(f"  {problem}")
+        results["cleanup_problems"] = problems
+    with stage("secrets: none in any log"):
+        leaks = leaked_secrets(d)
+        for leak in leaks:
+            print(f"  {leak}")
+        results["secret_leaks"] = leaks
+    return not problems and not leaks
+
+
 def leaked_secrets(d: Deployment) -> list[str]:
     """Every file of the logs folder that holds the API key, the wrong key or a password."""
     secrets = {**d.secrets, "wrong API key": wrong_key(d.sim_key)}
@@ -490,12 +505,6 @@ def leaked_secrets(d: Deployment) -> list[str]:
         leaks += [f"{name} in {file}" for name, secret in secrets.items() if secret.encode() in text]
     print(f"  {len(files)} log files scanned for {len(secrets)} secrets")
     return leaks
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    if signum == signal.SIGALRM:
-        raise TimeoutError(f"make e2e took over {TIME_LIMIT} s")
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":

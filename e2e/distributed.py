@@ -29,16 +29,14 @@ import time
 import traceback
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from e2e.__main__ import ensure_system_packages, leaked_secrets, stage, stage_times
+from e2e.__main__ import begin, ensure_system_packages, stage, stage_times, wind_down
 from e2e.airflow_api import AirflowAPI
 from e2e.deployment import (
     ADMIN_USER,
     AIRFLOW_COMPONENTS,
     Deployment,
-    clean_up_earlier_runs,
     free_port,
     wait_until,
 )
@@ -314,12 +312,7 @@ def add_connections(api: AirflowAPI, d: CeleryDeployment) -> None:
 
 def main() -> int:
     started = time.monotonic()
-    OUT.mkdir(parents=True, exist_ok=True)
-    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
-        signal.signal(signum, _interrupt)
-    signal.alarm(TIME_LIMIT)
-    for leftover in clean_up_earlier_runs():
-        print(f"cleaned up after an earlier run: {leftover}")
+    begin(OUT, TIME_LIMIT, "e2e-celery")
     failed = False
     d: CeleryDeployment | None = None
     api: AirflowAPI | None = None
@@ -379,17 +372,7 @@ def main() -> int:
         if api is not None:
             api.close()
         if d is not None:
-            with stage("stop everything"):
-                problems = d.stop()
-                for problem in problems:
-                    print(f"  {problem}")
-                failed |= bool(problems)
-                results["cleanup_problems"] = problems
-            with stage("secrets: none in any log"):
-                leaks = leaked_secrets(d)
-                for leak in leaks:
-                    print(f"  {leak}")
-                failed |= bool(leaks)
+            failed |= not wind_down(d, results)
     total = time.monotonic() - started
     print("\nStage times:")
     for name, seconds in stage_times.items():
@@ -415,12 +398,6 @@ def main() -> int:
         shutil.rmtree(OUT / "work", ignore_errors=True)
     print("\ne2e-celery: " + ("FAILED" if failed else "all checks passed") + f" in {total:.0f} s")
     return 1 if failed else 0
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    if signum == signal.SIGALRM:
-        raise TimeoutError(f"make e2e-celery took over {TIME_LIMIT} s")
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":
