@@ -15,12 +15,17 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from airflow_provider_autocalls.exceptions import SendOutcomeUnknownError
+from airflow_provider_autocalls.exceptions import AutocallsError, SendOutcomeUnknownError
+from airflow_provider_autocalls.hooks._claims import under_claim
+from airflow_provider_autocalls.hooks._transport import _DeadlineBackend
 from airflow_provider_autocalls.hooks.autocalls import AutocallsHook
+from airflow_provider_autocalls.ledger import State, ledger_for, phone_key
 from airflow_provider_autocalls.testing import AutocallsSimulator, Fault
 
 PHONE = "+14155550123"
@@ -70,6 +75,37 @@ def test_a_trickling_answer_to_a_send_ends_at_the_deadline_in_doubt(
     assert "timeout of 3 s" in str(error)
     assert flag == [True]
     assert (len(sim.requests), len(sim.delivered)) == (1, 1)  # acted on, and never repeated
+
+
+def test_a_send_whose_deadline_passed_before_its_first_byte_is_not_in_doubt(
+    make_conn: Callable[..., str], sim: AutocallsSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    The deadline starts at the permit; a busy machine can use all of it before the request is written
+    (here: the thread is held up right after its connection opened, until past the deadline). Not a
+    byte went out, so the claim is released and the recipient stays sendable, where it was recorded
+    in doubt.
+    """
+    hook = AutocallsHook(make_conn(timeout=0.2, max_retries=1))
+    connect = _DeadlineBackend.connect_tcp
+
+    def slow_connect(backend: _DeadlineBackend, *args: Any, **kwargs: Any) -> Any:
+        stream = connect(backend, *args, **kwargs)
+        time.sleep(0.3)  # the deadline passes before the first write
+        return stream
+
+    monkeypatch.setattr(_DeadlineBackend, "connect_tcp", slow_connect)
+    ti = SimpleNamespace(dag_id="d", run_id="r", task_id="t", map_index=-1, try_number=1)
+    ledger = ledger_for({"ti": ti}, str(tmp_path))  # type: ignore[arg-type]
+    assert ledger is not None
+    claim = ledger.new_claim(phone_key(PHONE), PHONE)
+    with pytest.raises(AutocallsError) as raised, under_claim(claim):
+        hook.send_template(12, 46, PHONE)
+    assert not isinstance(raised.value, SendOutcomeUnknownError), raised.value
+    assert hook.request_may_have_reached_api is False
+    assert (len(sim.requests), len(sim.delivered)) == (0, 0)
+    entry = ledger.entry(phone_key(PHONE))
+    assert entry is None or entry.state is State.RELEASED
 
 
 def test_a_trickling_answer_to_a_read_is_lost_and_read_again(

@@ -68,10 +68,12 @@ class WireWatch:
             if self._on_send is not None:
                 self._on_send()
         elif event.endswith(".send_request_headers.failed") and isinstance(
-            info.get("exception"), httpcore.LocalProtocolError
+            info.get("exception"), (httpcore.LocalProtocolError, DeadlineBeforeWrite)
         ):
             # httpcore builds and checks the request line and headers before it writes them: an
-            # illegal header fails there, and then not a byte went out.
+            # illegal header fails there, and then not a byte went out. Nor did one when the
+            # request's deadline had passed before its first write (a slow machine between the
+            # permit and the request): the headers are the first bytes of a request.
             self.sent = False
 
     async def async_trace(self, event: str, info: dict[str, Any]) -> None:
@@ -88,6 +90,10 @@ def deadline(at: float) -> Iterator[None]:
         _deadline.reset(token)
 
 
+class DeadlineBeforeWrite(httpcore.WriteTimeout):
+    """The request's deadline passed before a write began: that write sent nothing."""
+
+
 def _capped(timeout: float | None, error: type[Exception]) -> float | None:
     """The timeout of one socket operation, cut to the time left; ``error`` once none is left."""
     at = _deadline.get()
@@ -95,7 +101,7 @@ def _capped(timeout: float | None, error: type[Exception]) -> float | None:
         return timeout
     left = at - time.monotonic()
     if left <= 0:
-        raise error("the request's deadline passed")
+        raise error("the request's deadline passed before this step began")
     return left if timeout is None else min(timeout, left)
 
 
@@ -109,7 +115,7 @@ class _DeadlineStream(httpcore.NetworkStream):
         return self._stream.read(max_bytes, _capped(timeout, httpcore.ReadTimeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._stream.write(buffer, _capped(timeout, httpcore.WriteTimeout))
+        self._stream.write(buffer, _capped(timeout, DeadlineBeforeWrite))
 
     def close(self) -> None:
         self._stream.close()
